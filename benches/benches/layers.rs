@@ -1,0 +1,39 @@
+//! Per-request cost of each layer next to its closest tower equivalent, in
+//! one run: `cargo bench -p backpressure-benches --bench layers`.
+//!
+//! Futures are polled directly with a no-op waker inside a runtime context
+//! (tower's timeout needs one to build its timer), so the figures are the
+//! layers' own cost, not a scheduler's.
+
+use std::{convert::Infallible, hint::black_box, time::Duration};
+
+use backpressure::timeout::TimeoutLayer;
+use backpressure_benches::call_now;
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::{ServiceBuilder, service_fn};
+
+fn bench_timeout(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _ctx = rt.enter();
+    let bare = service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) });
+    let mut group = c.benchmark_group("timeout");
+
+    group.bench_function("bare", |b| {
+        let mut svc = bare;
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("tower", |b| {
+        let mut svc = ServiceBuilder::new().timeout(Duration::from_secs(1)).service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("backpressure", |b| {
+        let mut svc = ServiceBuilder::new()
+            .layer(TimeoutLayer::new(Duration::from_secs(1)).expect("valid"))
+            .service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_timeout);
+criterion_main!(benches);

@@ -1,0 +1,68 @@
+//! The shared vocabulary of the `backpressure` layers.
+//!
+//! Every layer of the workspace speaks this crate's types, so the layers never
+//! depend on one another:
+//!
+//! - [`Rejected`] and [`RejectKind`]: the one error every layer rejects with,
+//!   carrying an exact [`retry_after`](Rejected::retry_after) where known.
+//!   [`Rejected::find`] digs it out of a [`BoxError`] chain.
+//! - [`Outcome`] and [`Classify`]: what counts as a success, a failure or
+//!   neither, for circuit breakers and adaptive limits.
+//! - [`Deadline`]: the instant by which a request must be answered, and how it
+//!   travels from an outer layer (the timeout) to inner ones (the queue).
+//! - [`Priority`]: four criticality levels after Google SRE's.
+//! - [`Extract`]: how a layer gets a key, a priority or a deadline out of a
+//!   request — any closure `Fn(&Req) -> T` is one.
+//! - [`ConfigError`]: what a builder returns when a field is invalid.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use backpressure_core::{BoxError, RejectKind, Rejected};
+//!
+//! // A layer rejects...
+//! let err: BoxError = Rejected::new(RejectKind::RateLimited)
+//!     .with_retry_after(Duration::from_millis(1500))
+//!     .with_layer("rate-limit")
+//!     .into();
+//!
+//! // ...and anyone above it can find out why, however deeply it is wrapped.
+//! let rejected = Rejected::find(&err).expect("a rejection");
+//! assert_eq!(rejected.kind(), RejectKind::RateLimited);
+//! assert_eq!(rejected.retry_after(), Some(Duration::from_millis(1500)));
+//! assert_eq!(
+//!     rejected.to_string(),
+//!     "request rejected by rate-limit: rate limited (retry after 1.5s)"
+//! );
+//! ```
+//!
+//! # Features
+//!
+//! - `http`: [`Extract`] implementations that read a [`Deadline`] or a
+//!   [`Priority`] from `http::Request` extensions, and [`HttpClassify`],
+//!   which classifies responses by status code.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod classify;
+mod config;
+mod deadline;
+mod extract;
+mod priority;
+mod reject;
+
+#[cfg(feature = "http")]
+pub use classify::HttpClassify;
+pub use classify::{Classify, ClassifyError, DefaultClassify, Outcome};
+pub use config::ConfigError;
+pub use deadline::{Deadline, PendingDeadline};
+pub use extract::{CurrentDeadline, DefaultPriority, Extract};
+#[cfg(feature = "http")]
+pub use extract::{ExtensionDeadline, ExtensionPriority};
+pub use priority::{ParsePriorityError, Priority};
+pub use reject::{LayerName, RejectKind, Rejected};
+
+/// The error type tower middleware agrees on: `Box<dyn Error + Send + Sync>`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

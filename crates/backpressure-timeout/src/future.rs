@@ -1,0 +1,159 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use backpressure_core::{BoxError, Deadline, PendingDeadline, RejectKind, Rejected};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower_service::Service;
+
+use crate::Propagate;
+
+const NAME: &str = "timeout";
+
+fn deadline_exceeded() -> BoxError {
+    Rejected::new(RejectKind::DeadlineExceeded).with_layer(NAME).into()
+}
+
+pin_project! {
+    /// The response future of [`Timeout`](crate::Timeout).
+    ///
+    /// Waits for the inner service's readiness, calls it, and awaits its
+    /// response, all under one deadline. The clock is read and the timer
+    /// created only when something is pending (or an inner layer asks for
+    /// the deadline), so a request answered at once costs neither.
+    pub struct ResponseFuture<S, Req, P>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, S::Future>,
+        #[pin]
+        sleep: Option<Sleep>,
+        pending: PendingDeadline,
+        deadline: Option<Deadline>,
+        propagate: P,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, F> {
+        // Waiting for the cloned inner service to become ready.
+        Ready { svc: S, req: Option<Req> },
+        // Dispatched: awaiting the inner future.
+        Called { #[pin] fut: F },
+        // Finished or expired: the inner future has been dropped.
+        Done,
+    }
+}
+
+impl<S, Req, P> ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn new(svc: S, req: Req, pending: PendingDeadline, propagate: P) -> Self {
+        let state =
+            if pending.is_zero() { State::Done } else { State::Ready { svc, req: Some(req) } };
+        ResponseFuture { state, sleep: None, pending, deadline: None, propagate }
+    }
+}
+
+/// Pins the deadline to the clock if nobody has yet: the first moment
+/// something is pending is, to within the same poll, the request's arrival.
+fn pin_deadline(pending: PendingDeadline, deadline: &mut Option<Deadline>) -> Option<Deadline> {
+    if deadline.is_none() {
+        *deadline = pending.resolve_at(Instant::now());
+    }
+    *deadline
+}
+
+impl<S, Req, P> Future for ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    P: Propagate<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Ready { svc, req } => {
+                    // A deadline carried from outside may already have
+                    // passed: then the request is not worth dispatching.
+                    if this.pending.has_fixed() {
+                        let now = Instant::now();
+                        let at = pin_deadline(*this.pending, this.deadline);
+                        if at.is_some_and(|d| d.instant() <= now) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(deadline_exceeded()));
+                        }
+                    }
+                    match svc.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let Some(mut req) = req.take() else {
+                                // Only reachable if the inner `call` panicked
+                                // and the future is polled again.
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(
+                                    "timeout future polled after a panic".into()
+                                ));
+                            };
+                            let (pending, deadline) = (*this.pending, &mut *this.deadline);
+                            this.propagate.outgoing(&mut req, || {
+                                pin_deadline(pending, deadline)
+                                    .unwrap_or_else(|| Deadline::at(Instant::now()))
+                            });
+                            // Inner layers see our deadline through
+                            // `Deadline::current`; if one of them pins it, we
+                            // keep the same instant.
+                            let scope = match *this.deadline {
+                                Some(d) => PendingDeadline::default().with_deadline(Some(d)),
+                                None => *this.pending,
+                            };
+                            let (fut, pinned) = scope.scope(|| svc.call(req));
+                            if this.deadline.is_none() {
+                                *this.deadline = pinned;
+                            }
+                            this.state.set(State::Called { fut });
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                StateProj::Called { fut } => {
+                    if let Poll::Ready(result) = fut.poll(cx) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(result.map_err(Into::into));
+                    }
+                }
+                // Out of time on arrival, or polled again after completing:
+                // the deadline is the answer either way.
+                StateProj::Done => return Poll::Ready(Err(deadline_exceeded())),
+            }
+
+            // The inner side is pending: only now pin the deadline and arm
+            // the timer.
+            if this.sleep.is_none() {
+                match pin_deadline(*this.pending, this.deadline) {
+                    Some(at) => this.sleep.set(Some(sleep_until(at.instant()))),
+                    None => return Poll::Pending,
+                }
+            }
+            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                ready!(sleep.poll(cx));
+            }
+            // Expired: drop the inner future (or the waiting service) now.
+            this.state.set(State::Done);
+            return Poll::Ready(Err(deadline_exceeded()));
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Tower layers that keep a slow component from taking a system down.
+//!
+//! When a fast producer meets a slow consumer — an API taking 10,000
+//! requests/s in front of a database that handles 2,000 — every request the
+//! consumer cannot serve has to go somewhere. Without backpressure it goes
+//! into a queue nobody bounded: memory fills, latency climbs, clients time
+//! out and retry, and the system tips over. The layers of this crate make the
+//! producer *feel* the slow consumer instead: a bounded wait, or a clean
+//! rejection with a reason and a time to retry.
+//!
+//! Every layer rejects with one error type,
+//! [`Rejected`](core::Rejected), and keeps its state in an `Arc` held by the
+//! layer value, so one layer applied to many services (axum clones routes per
+//! connection) still enforces one limit.
+//!
+//! ```
+//! use std::time::Duration;
+//! use backpressure::{core::{BoxError, RejectKind, Rejected}, timeout::TimeoutLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let slow_db = tower::service_fn(|_query: &'static str| async {
+//!     tokio::time::sleep(Duration::from_secs(30)).await;
+//!     Ok::<_, BoxError>("rows")
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_millis(250))?)
+//!     .service(slow_db);
+//!
+//! let err = svc.oneshot("SELECT 1").await.unwrap_err();
+//! assert_eq!(Rejected::find(&err).map(Rejected::kind), Some(RejectKind::DeadlineExceeded));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The layers
+//!
+//! | module | crate | status |
+//! |---|---|---|
+//! | [`core`] | `backpressure-core` | `Rejected`, `Classify`, `Deadline`, `Priority`, `ConfigError` |
+//! | [`timeout`] | `backpressure-timeout` | deadline over readiness + call, `grpc-timeout` propagation |
+//!
+//! Concurrency limits, rate limits, load shedding, circuit breakers, the HTTP
+//! respond layer and the presets land as their crates do; the recommended
+//! order of a full stack is in the project's design notes and will be
+//! justified here with the server preset.
+
+#![deny(missing_docs)]
+
+/// The shared vocabulary: rejections, outcomes, deadlines, priorities.
+pub use backpressure_core as core;
+
+/// Timeouts whose deadline covers readiness and the call, with propagation.
+pub use backpressure_timeout as timeout;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, licenses, docs, a smoke run of the
+# overload lab, and every test. The README and CI (.ci/run) both run this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+echo "==> cargo deny"
+cargo deny --log-level error check licenses bans sources
+
+echo "==> cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
+
+echo "==> overload lab (smoke run)"
+cargo run --release --quiet --example overload -- --duration 2 >/dev/null
+
+echo "==> cargo test"
+cargo test --workspace --all-features --all-targets
+cargo test --workspace --all-features --doc

@@ -1,0 +1,104 @@
+//! Heap allocations per request on each layer's fast path, counted by a
+//! global allocator. Allocation counts are deterministic, so unlike timings
+//! they can be asserted.
+
+// A counting global allocator needs `unsafe impl GlobalAlloc`; it only
+// forwards to `System`.
+#![allow(unsafe_code)]
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    convert::Infallible,
+    time::Duration,
+};
+
+use backpressure::timeout::TimeoutLayer;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+struct Counting;
+
+thread_local! {
+    // Per thread, so tests running in parallel do not count each other.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // `try_with`: the slot may be gone while the thread is being torn down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// Drives `svc` for `warmup` then `n` requests on a current-thread runtime,
+/// returning the allocations made during the `n`.
+fn allocations_per_request<S>(mut svc: S, n: u64) -> f64
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        for i in 0..100 {
+            svc.ready().await.unwrap().call(i).await.unwrap();
+        }
+        let before = allocations();
+        for i in 0..n {
+            svc.ready().await.unwrap().call(i).await.unwrap();
+        }
+        (allocations() - before) as f64 / n as f64
+    })
+}
+
+fn trivial() -> impl Service<u64, Response = u64, Error = Infallible> + Clone {
+    service_fn(|x: u64| async move { Ok::<_, Infallible>(x) })
+}
+
+#[test]
+fn the_counter_counts() {
+    // A service that allocates once per request must be seen doing so, or
+    // the zero figures below would prove nothing.
+    let boxing = service_fn(|x: u64| async move { Ok::<_, Infallible>(*Box::new(x)) });
+    assert_eq!(allocations_per_request(boxing, 1_000), 1.0);
+}
+
+#[test]
+fn bare_service_allocates_nothing() {
+    assert_eq!(allocations_per_request(trivial(), 1_000), 0.0);
+}
+
+#[test]
+fn timeout_fast_path_allocates_nothing() {
+    let svc = TimeoutLayer::new(Duration::from_secs(1)).unwrap().layer(trivial());
+    assert_eq!(allocations_per_request(svc, 1_000), 0.0);
+}
