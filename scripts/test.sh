@@ -21,6 +21,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quie
 echo "==> overload lab (smoke run)"
 cargo run --release --quiet --example overload -- --duration 2 >/dev/null
 
+echo "==> loom model of the concurrency limiter's lock-free handoff"
+RUSTFLAGS="--cfg backpressure_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
+    cargo test -p backpressure-concurrency --lib --release --quiet loom
+
 echo "==> cargo test"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc

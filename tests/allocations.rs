@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use backpressure::timeout::TimeoutLayer;
+use backpressure::{
+    concurrency::{ConcurrencyLimitLayer, Gradient2},
+    timeout::TimeoutLayer,
+};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 struct Counting;
@@ -100,5 +103,23 @@ fn bare_service_allocates_nothing() {
 #[test]
 fn timeout_fast_path_allocates_nothing() {
     let svc = TimeoutLayer::new(Duration::from_secs(1)).unwrap().layer(trivial());
+    assert_eq!(allocations_per_request(svc, 1_000), 0.0);
+}
+
+#[test]
+fn concurrency_fast_path_allocates_nothing() {
+    let layer = ConcurrencyLimitLayer::new(10).unwrap();
+    let svc = layer.layer(trivial());
+    assert_eq!(allocations_per_request(svc, 1_000), 0.0);
+}
+
+#[test]
+fn adaptive_concurrency_allocates_nothing_after_warm_up() {
+    // The window's buffers are reserved once; samples then reuse them.
+    let layer = ConcurrencyLimitLayer::builder()
+        .adaptive(Gradient2::new().initial_limit(10))
+        .build()
+        .unwrap();
+    let svc = layer.layer(trivial());
     assert_eq!(allocations_per_request(svc, 1_000), 0.0);
 }

@@ -7,7 +7,10 @@
 
 use std::{convert::Infallible, hint::black_box, time::Duration};
 
-use backpressure::timeout::TimeoutLayer;
+use backpressure::{
+    concurrency::{ConcurrencyLimitLayer, Gradient2},
+    timeout::TimeoutLayer,
+};
 use backpressure_benches::call_now;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::{ServiceBuilder, service_fn};
@@ -35,5 +38,36 @@ fn bench_timeout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_timeout);
+fn bench_concurrency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _ctx = rt.enter();
+    let bare = service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) });
+    let mut group = c.benchmark_group("concurrency");
+
+    group.bench_function("bare", |b| {
+        let mut svc = bare;
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("tower", |b| {
+        let mut svc = ServiceBuilder::new().concurrency_limit(1_000).service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("backpressure", |b| {
+        let mut svc = ServiceBuilder::new()
+            .layer(ConcurrencyLimitLayer::new(1_000).expect("valid"))
+            .service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("backpressure_adaptive", |b| {
+        let layer = ConcurrencyLimitLayer::builder()
+            .adaptive(Gradient2::new().initial_limit(1_000).max_limit(1_000))
+            .build()
+            .expect("valid");
+        let mut svc = ServiceBuilder::new().layer(layer).service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_timeout, bench_concurrency);
 criterion_main!(benches);

@@ -40,8 +40,9 @@
 //! |---|---|---|
 //! | [`core`] | `backpressure-core` | `Rejected`, `Classify`, `Deadline`, `Priority`, `ConfigError` |
 //! | [`timeout`] | `backpressure-timeout` | deadline over readiness + call, `grpc-timeout` propagation |
+//! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
-//! Concurrency limits, rate limits, load shedding, circuit breakers, the HTTP
+//! Rate limits, load shedding, circuit breakers, the HTTP
 //! respond layer and the presets land as their crates do; the recommended
 //! order of a full stack is in the project's design notes and will be
 //! justified here with the server preset.
@@ -53,3 +54,7 @@ pub use backpressure_core as core;
 
 /// Timeouts whose deadline covers readiness and the call, with propagation.
 pub use backpressure_timeout as timeout;
+
+/// Concurrency limits, fixed or adaptive, with a bounded, deadline- and
+/// priority-aware queue.
+pub use backpressure_concurrency as concurrency;

@@ -1,0 +1,191 @@
+use std::time::Duration;
+
+use backpressure_core::ConfigError;
+use tokio::time::Instant;
+
+use super::{Bounds, LimitAlgorithm, Sample, Window, WindowConfig, check_fraction};
+
+/// Additive increase, multiplicative decrease: the classic, and the right
+/// choice for clients.
+///
+/// Per window of samples: if any request was a drop (a failure, an overload
+/// signal, a timeout), or the window's RTT exceeded `rtt_threshold`, the
+/// limit is multiplied by `backoff` (0.9); otherwise, if the service used at
+/// least half its limit (it is not app-limited), the limit grows by one.
+///
+/// ```
+/// use std::time::Duration;
+/// use backpressure_concurrency::Aimd;
+///
+/// let aimd = Aimd::new().initial_limit(10).max_limit(200).rtt_threshold(Duration::from_millis(250));
+/// # let _ = aimd;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Aimd {
+    bounds: Bounds,
+    backoff: f64,
+    rtt_threshold: Option<Duration>,
+    window: Window,
+    window_config: WindowConfig,
+    limit: f64,
+}
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Aimd {
+    /// Defaults: limits 1..=1000 starting at 20, backoff 0.9, no RTT
+    /// threshold (only drops back off), default windows.
+    pub fn new() -> Self {
+        let window_config = WindowConfig::default();
+        Aimd {
+            bounds: Bounds { min: 1, max: 1000, initial: 20 },
+            backoff: 0.9,
+            rtt_threshold: None,
+            window: Window::new(window_config),
+            window_config,
+            limit: 20.0,
+        }
+    }
+
+    /// The smallest limit (default 1).
+    #[must_use]
+    pub fn min_limit(mut self, min: usize) -> Self {
+        self.bounds.min = min;
+        self
+    }
+
+    /// The largest limit (default 1000).
+    #[must_use]
+    pub fn max_limit(mut self, max: usize) -> Self {
+        self.bounds.max = max;
+        self
+    }
+
+    /// The starting limit (default 20).
+    #[must_use]
+    pub fn initial_limit(mut self, initial: usize) -> Self {
+        self.bounds.initial = initial;
+        self.limit = initial as f64;
+        self
+    }
+
+    /// The factor applied on a drop, in (0, 1) (default 0.9).
+    #[must_use]
+    pub fn backoff(mut self, backoff: f64) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Back off also when a window's RTT exceeds this.
+    #[must_use]
+    pub fn rtt_threshold(mut self, threshold: Duration) -> Self {
+        self.rtt_threshold = Some(threshold);
+        self
+    }
+
+    /// How samples are grouped into windows.
+    #[must_use]
+    pub fn window(mut self, window: WindowConfig) -> Self {
+        self.window_config = window;
+        self.window = Window::new(window);
+        self
+    }
+
+    /// Checks the configuration; the layer's builder calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const L: &str = "aimd";
+        self.bounds.validate(L)?;
+        check_fraction(L, "backoff", self.backoff, 0.01..=0.99)?;
+        if self.rtt_threshold.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new(L, "rtt_threshold", "must be greater than zero"));
+        }
+        self.window_config.validate(L)
+    }
+}
+
+impl LimitAlgorithm for Aimd {
+    fn initial_limit(&self) -> usize {
+        self.bounds.initial
+    }
+
+    fn max_limit(&self) -> usize {
+        self.bounds.max
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Self::validate(self)
+    }
+
+    fn update(&mut self, now: Instant, sample: Sample) -> usize {
+        if let Some(w) = self.window.add(now, sample) {
+            let slow = self.rtt_threshold.is_some_and(|t| w.rtt > t);
+            if w.dropped || slow {
+                self.limit = (self.limit * self.backoff).floor();
+            } else if w.max_in_flight * 2 >= self.limit as usize {
+                self.limit += 1.0;
+            }
+            self.limit = self.bounds.clamp(self.limit);
+        }
+        self.limit as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window_of(
+        aimd: &mut Aimd,
+        t: &mut Instant,
+        ms: u64,
+        in_flight: usize,
+        dropped: bool,
+    ) -> usize {
+        let mut limit = 0;
+        for _ in 0..10 {
+            *t += Duration::from_millis(6);
+            let s = Sample { start: *t, rtt: Duration::from_millis(ms), in_flight, dropped };
+            limit = aimd.update(*t, s);
+        }
+        limit
+    }
+
+    #[test]
+    fn grows_by_one_per_busy_window_and_backs_off_on_drops() {
+        let mut t = Instant::now();
+        let mut aimd = Aimd::new().initial_limit(10);
+        assert_eq!(window_of(&mut aimd, &mut t, 10, 10, false), 11);
+        assert_eq!(window_of(&mut aimd, &mut t, 10, 11, false), 12);
+        assert_eq!(window_of(&mut aimd, &mut t, 10, 12, true), 10, "12 × 0.9, floored");
+    }
+
+    #[test]
+    fn no_growth_while_app_limited() {
+        let mut t = Instant::now();
+        let mut aimd = Aimd::new().initial_limit(10);
+        assert_eq!(window_of(&mut aimd, &mut t, 10, 4, false), 10);
+    }
+
+    #[test]
+    fn rtt_threshold_backs_off_and_bounds_hold() {
+        let mut t = Instant::now();
+        let mut aimd =
+            Aimd::new().initial_limit(3).min_limit(2).rtt_threshold(Duration::from_millis(50));
+        assert_eq!(window_of(&mut aimd, &mut t, 80, 3, false), 2);
+        assert_eq!(window_of(&mut aimd, &mut t, 80, 3, false), 2, "never below min_limit");
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        assert_eq!(Aimd::new().backoff(1.5).validate().unwrap_err().field(), "backoff");
+        assert_eq!(Aimd::new().min_limit(0).validate().unwrap_err().field(), "min_limit");
+        assert_eq!(
+            Aimd::new().initial_limit(5000).validate().unwrap_err().field(),
+            "initial_limit"
+        );
+    }
+}

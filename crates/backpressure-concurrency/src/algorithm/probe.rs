@@ -1,0 +1,127 @@
+use std::{
+    hash::{BuildHasher, Hasher},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{Sample, WindowSummary};
+
+/// Tracks the unloaded RTT ("baseline") that delay-based algorithms compare
+/// against, and re-measures it periodically.
+///
+/// From RTTs alone a limiter cannot tell "the backend got slower" from "I am
+/// making it queue": a baseline that follows sustained queueing (Netflix's
+/// long-RTT average) lets the limit climb without bound, and one that only
+/// ever takes the minimum shrinks the limit forever after a real latency
+/// shift. So right after the first window, then every `interval` (±10 %
+/// jitter, so replicas do not probe in step), the algorithm halves its limit
+/// for one window, and the RTT measured there becomes the baseline — as
+/// BBR's ProbeRTT does. While each halving still cuts the RTT by more than a
+/// quarter, the requests were queueing downstream, so it halves again: a
+/// limiter started ten times above capacity finds the unloaded RTT in a few
+/// windows instead of never.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
+    interval: Duration,
+    baseline: Option<Duration>,
+    next_probe: Option<Instant>,
+    probing: Option<Probing>,
+    rng: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    saved_limit: f64,
+    probe_limit: usize,
+    previous_rtt: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Step {
+    /// Apply the algorithm's own rule.
+    Normal,
+    /// A probe starts: use this limit for one window.
+    Start(usize),
+    /// The probe ended: go back to this limit.
+    Restore(f64),
+}
+
+impl Probe {
+    pub(crate) fn new(interval: Duration) -> Self {
+        let rng = std::collections::hash_map::RandomState::new().build_hasher().finish() | 1;
+        Probe { interval, baseline: None, next_probe: None, probing: None, rng }
+    }
+
+    pub(crate) fn baseline(&self) -> Option<Duration> {
+        self.baseline
+    }
+
+    pub(crate) fn is_probing(&self) -> bool {
+        self.probing.is_some()
+    }
+
+    /// During a probe, only samples that started at the probe's limit
+    /// measure the unloaded RTT.
+    pub(crate) fn accepts(&self, sample: &Sample) -> bool {
+        self.probing.is_none_or(|p| sample.in_flight <= p.probe_limit)
+    }
+
+    fn jittered(&mut self) -> Duration {
+        // xorshift64: enough to spread probes, no dependency.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let frac = (self.rng % 2001) as f64 / 10_000.0 - 0.1; // -10 % ..= +10 %
+        self.interval.mul_f64(1.0 + frac)
+    }
+
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        summary: &WindowSummary,
+        limit: f64,
+        min: usize,
+    ) -> Step {
+        let rtt = (summary.rtt > Duration::ZERO).then_some(summary.rtt);
+        if let Some(mut probing) = self.probing.take() {
+            let still_falling = match (rtt, probing.previous_rtt) {
+                (Some(rtt), Some(previous)) => rtt.as_secs_f64() < 0.75 * previous.as_secs_f64(),
+                _ => false,
+            };
+            if still_falling && probing.probe_limit > min {
+                probing.probe_limit = (probing.probe_limit / 2).max(min);
+                probing.previous_rtt = rtt;
+                self.probing = Some(probing);
+                return Step::Start(probing.probe_limit);
+            }
+            if let Some(rtt) = rtt {
+                self.baseline = Some(rtt);
+            }
+            self.next_probe = Some(now + self.jittered());
+            return Step::Restore(probing.saved_limit);
+        }
+        if let Some(rtt) = rtt {
+            self.baseline = Some(self.baseline.map_or(rtt, |b| b.min(rtt)));
+        }
+        // Never probe on a window of failures: the drop is handled first.
+        if self.interval.is_zero() || summary.dropped {
+            return Step::Normal;
+        }
+        // The first probe comes right after the first window: a limiter
+        // started far above capacity must learn the unloaded RTT early.
+        let next = *self.next_probe.get_or_insert(now);
+        // Probing is pointless while the service is not using half its limit:
+        // the samples are unloaded already.
+        let loaded = summary.max_in_flight * 2 >= limit as usize;
+        if now >= next && loaded {
+            let probe_limit = ((limit / 2.0).floor() as usize).max(min);
+            self.probing = Some(Probing { saved_limit: limit, probe_limit, previous_rtt: rtt });
+            return Step::Start(probe_limit);
+        }
+        if now >= next {
+            self.next_probe = Some(now + self.jittered());
+        }
+        Step::Normal
+    }
+}

@@ -1,0 +1,139 @@
+//! A tower concurrency limit that turns "the database is slow" into "the
+//! caller feels it" — without an unbounded queue anywhere.
+//!
+//! ```
+//! use std::time::Duration;
+//! use backpressure_concurrency::ConcurrencyLimitLayer;
+//! use backpressure_core::{BoxError, RejectKind, Rejected};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // Two at a time, one more may wait up to 50 ms.
+//! let layer = ConcurrencyLimitLayer::builder()
+//!     .limit(2)
+//!     .max_queue(1)
+//!     .max_wait(Duration::from_millis(50))
+//!     .build()?;
+//! let handle = layer.handle();
+//! let slow = service_fn(|_: ()| async {
+//!     tokio::time::sleep(Duration::from_secs(1)).await;
+//!     Ok::<_, BoxError>("done")
+//! });
+//! let mut svc = layer.layer(slow);
+//!
+//! let first = tokio::spawn(svc.call(()));
+//! let second = tokio::spawn(svc.call(()));
+//! let third = tokio::spawn(svc.call(())); // queued
+//! tokio::task::yield_now().await;
+//! assert_eq!(handle.snapshot().in_flight, 2);
+//! assert_eq!(handle.snapshot().queued, 1);
+//!
+//! // The queue is full: rejected at once, not parked.
+//! let err = svc.call(()).await.unwrap_err();
+//! assert_eq!(Rejected::find(&err).unwrap().kind(), RejectKind::Overloaded);
+//!
+//! // The queued one gives up after 50 ms rather than wait a second.
+//! let err = third.await?.unwrap_err();
+//! assert_eq!(Rejected::find(&err).unwrap().kind(), RejectKind::QueueTimeout);
+//! assert_eq!(first.await??, "done");
+//! # second.await??;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behaviour
+//!
+//! - **One limit per layer value.** The state is an `Arc` created by
+//!   [`build`](ConcurrencyLimitBuilder::build); every service the layer
+//!   builds, and every clone of them, shares it. (tower's
+//!   `ConcurrencyLimitLayer` creates a semaphore per `layer()` call, so under
+//!   axum — which layers per connection — nothing is limited.)
+//! - **Admission in `call`.** `poll_ready` is always ready. A request that
+//!   finds a free permit (and nobody queued ahead of it) goes straight in:
+//!   one compare-and-swap, no lock, no allocation, no clock read. Otherwise
+//!   it joins a **bounded queue**: at most `max_queue` waiters, each for at
+//!   most `max_wait` and never past its [`Deadline`](backpressure_core::Deadline).
+//!   Queue full: `Rejected(Overloaded)` at once. Waited too long:
+//!   `Rejected(QueueTimeout)`. Deadline passed: `Rejected(DeadlineExceeded)`.
+//!   `max_queue(0)` rejects instead of queuing.
+//! - **Hand-off, not a thundering herd.** A released permit goes to the next
+//!   waiter directly (highest priority first, then by [`Discipline`]); new
+//!   arrivals cannot barge past queued requests.
+//! - **Nothing leaks.** The permit is held until the response future
+//!   completes or is dropped; dropping a queued future frees its slot, and a
+//!   permit handed to a future that is then dropped passes on.
+//! - **Priorities.** With a priority extractor, each [`Priority`](backpressure_core::Priority)
+//!   may hold only its share of the limit (by default `Sheddable` 50 %,
+//!   `SheddablePlus` 75 %, the others 100 %), so the top of the limit stays
+//!   free for important work; the queue serves higher priorities first, and
+//!   a full queue evicts its least important waiter for a more important
+//!   arrival. A flood of low-priority work cannot starve critical requests.
+//! - **The inner service's readiness** is awaited inside the response future
+//!   while holding the permit (so `S: Clone`, as axum, tonic and reqwest
+//!   services are).
+//!
+//! # Adaptive limits
+//!
+//! [`ConcurrencyLimitBuilder::adaptive`] drives the limit with an
+//! algorithm fed one [`Sample`] per completed request (start, RTT, in-flight
+//! at start, and whether it was a *drop*: a `Failure` per the layer's
+//! [`Classify`](backpressure_core::Classify), or cancelled before completion):
+//!
+//! - [`Gradient2`]: for servers; tracks the latency gradient.
+//! - [`Aimd`]: for clients; additive increase, multiplicative decrease on drops
+//!   or slow windows.
+//! - [`Vegas`]: estimates the downstream queue and keeps it small.
+//!
+//! Samples are grouped into windows ([`WindowConfig`]); none of the
+//! algorithms grows the limit while the service is app-limited (fewer than
+//! half the permits in use). Gradient2 and Vegas compare against an
+//! *unloaded* RTT that they re-measure every few seconds by halving the limit
+//! for one window: without that, a delay-based limiter cannot tell a slower
+//! backend from its own queueing, and either climbs without bound or shrinks
+//! forever.
+//!
+//! # Observability
+//!
+//! [`ConcurrencyLimitLayer::handle`] gives a [`ConcurrencyLimitHandle`] with
+//! [`snapshot`](ConcurrencyLimitHandle::snapshot) (limit, in-flight, queue,
+//! rejections, queue waits) and [`pressure`](ConcurrencyLimitHandle::pressure)
+//! for a load shedder. Limit changes and rejections are `tracing` events
+//! (`debug` and `trace`). With the `metrics` feature:
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `backpressure_concurrency_rejected_total` | counter | `name`, `reason` |
+//! | `backpressure_concurrency_limit` | gauge | `name` |
+//! | `backpressure_concurrency_queue_wait_seconds` | histogram | `name` |
+//!
+//! # Differences from `tower::limit::ConcurrencyLimit`
+//!
+//! | | tower | this crate |
+//! |---|---|---|
+//! | state | per `layer()` call | shared by every service from the layer |
+//! | waiting | in `poll_ready`, unbounded in time and number | in the future, bounded by `max_queue`, `max_wait`, the deadline |
+//! | overload | callers park | `Rejected(Overloaded / QueueTimeout / DeadlineExceeded)` |
+//! | fast path | semaphore acquire future | one CAS |
+//! | limit | fixed | fixed or adaptive |
+//! | priorities | none | shares of the limit, priority-ordered queue |
+
+#![deny(missing_docs)]
+
+mod algorithm;
+mod counter;
+mod future;
+mod handle;
+mod layer;
+mod metrics;
+mod permit;
+mod queue;
+mod service;
+mod shared;
+
+pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample, Summary, Vegas, WindowConfig};
+pub use future::ResponseFuture;
+pub use handle::{ConcurrencyLimitHandle, Snapshot};
+pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer, DEFAULT_SHARES};
+pub use queue::Discipline;
+pub use service::ConcurrencyLimit;

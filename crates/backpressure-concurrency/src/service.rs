@@ -1,0 +1,115 @@
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use backpressure_core::{BoxError, Classify, Deadline, Extract, Priority};
+use tower_service::Service;
+
+use crate::{
+    future::ResponseFuture,
+    permit::{Permit, Waiter},
+    shared::{Admit, Shared},
+};
+
+/// A service that lets at most `limit` requests into the inner service at
+/// once, across every service built from the same
+/// [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
+#[derive(Debug)]
+pub struct ConcurrencyLimit<S, P, D, C> {
+    inner: S,
+    shared: Arc<Shared>,
+    priority: P,
+    deadline: D,
+    classify: C,
+}
+
+impl<S, P, D, C> ConcurrencyLimit<S, P, D, C> {
+    pub(crate) fn from_parts(
+        inner: S,
+        shared: Arc<Shared>,
+        priority: P,
+        deadline: D,
+        classify: C,
+    ) -> Self {
+        ConcurrencyLimit { inner, shared, priority, deadline, classify }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the limiter, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, P: Clone, D: Clone, C: Clone> Clone for ConcurrencyLimit<S, P, D, C> {
+    fn clone(&self) -> Self {
+        ConcurrencyLimit {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            priority: self.priority.clone(),
+            deadline: self.deadline.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S, P, D, C, Req> Service<Req> for ConcurrencyLimit<S, P, D, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    P: Extract<Req, Output = Priority>,
+    D: Extract<Req, Output = Option<Deadline>>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C>;
+
+    /// Always ready: admission is decided in `call`, where the request's
+    /// priority and deadline are visible, and any wait happens in the
+    /// response future, bounded.
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let priority = self.priority.extract(&req);
+        // The instance we hold was never polled for readiness: a clone is as
+        // good, and its readiness is awaited in the future, under the permit.
+        let svc = self.inner.clone();
+        let classify = self.classify.clone();
+        if self.shared.try_fast(priority) {
+            return ResponseFuture::admitted(
+                svc,
+                req,
+                Permit::new(Arc::clone(&self.shared)),
+                classify,
+            );
+        }
+        let deadline = self.deadline.extract(&req);
+        match self.shared.acquire_slow(priority, deadline) {
+            Admit::Now => {
+                ResponseFuture::admitted(svc, req, Permit::new(Arc::clone(&self.shared)), classify)
+            }
+            Admit::Queued { slot, until, kind } => {
+                let waiter = Waiter::new(Arc::clone(&self.shared), slot, until, kind);
+                ResponseFuture::queued(svc, req, waiter, classify)
+            }
+            Admit::Reject(kind) => {
+                ResponseFuture::rejected(self.shared.rejected(kind).into(), classify)
+            }
+        }
+    }
+}

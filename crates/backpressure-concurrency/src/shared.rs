@@ -1,0 +1,298 @@
+//! The limiter's shared state: one per layer value, behind an `Arc`.
+
+use std::{
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use backpressure_core::{Deadline, LayerName, Priority, RejectKind, Rejected};
+use tokio::time::Instant;
+
+use crate::{
+    algorithm::{LimitAlgorithm, Sample},
+    counter::Counter,
+    metrics,
+    queue::{Discipline, SlotState, WaitQueue},
+};
+
+/// The outcome of an admission that could not take the fast path.
+#[derive(Debug)]
+pub(crate) enum Admit {
+    Now,
+    Queued { slot: usize, until: Instant, kind: RejectKind },
+    Reject(RejectKind),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) queued: AtomicU64,
+    pub(crate) rejected_overloaded: AtomicU64,
+    pub(crate) rejected_queue_timeout: AtomicU64,
+    pub(crate) rejected_deadline: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) queue_wait_nanos: AtomicU64,
+    pub(crate) queue_wait_max_nanos: AtomicU64,
+    pub(crate) dequeued: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) counter: Counter,
+    pub(crate) limit: AtomicUsize,
+    /// Percent of the limit each priority may use, indexed by `Priority::index`.
+    shares: [u8; 4],
+    pub(crate) max_queue: usize,
+    pub(crate) max_wait: Duration,
+    queue: Mutex<WaitQueue>,
+    algorithm: Option<Mutex<Box<dyn LimitAlgorithm>>>,
+    pub(crate) cancel_is_drop: bool,
+    pub(crate) name: LayerName,
+    pub(crate) stats: Stats,
+}
+
+pub(crate) struct Config {
+    pub(crate) limit: usize,
+    pub(crate) shares: [u8; 4],
+    pub(crate) max_queue: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) discipline: Discipline,
+    pub(crate) algorithm: Option<Box<dyn LimitAlgorithm>>,
+    pub(crate) cancel_is_drop: bool,
+    pub(crate) name: LayerName,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        Shared {
+            counter: Counter::new(),
+            limit: AtomicUsize::new(config.limit),
+            shares: config.shares,
+            max_queue: config.max_queue,
+            max_wait: config.max_wait,
+            queue: Mutex::new(WaitQueue::new(config.discipline, Instant::now())),
+            algorithm: config.algorithm.map(Mutex::new),
+            cancel_is_drop: config.cancel_is_drop,
+            name: config.name,
+            stats: Stats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WaitQueue> {
+        // A panic while holding the lock leaves the queue consistent (every
+        // mutation is completed before anything that can panic), so poisoning
+        // is not a reason to stop serving.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many permits `priority` may hold at most under the current limit.
+    #[inline]
+    fn threshold(&self, priority: Priority) -> usize {
+        let limit = self.limit.load(Relaxed);
+        let share = usize::from(self.shares[priority.index()]);
+        (limit * share).div_ceil(100).max(1).min(limit.max(1))
+    }
+
+    /// The fast path: a free permit and nobody queued ahead.
+    #[inline]
+    pub(crate) fn try_fast(&self, priority: Priority) -> bool {
+        self.counter.try_acquire_unqueued(self.threshold(priority))
+    }
+
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.algorithm.is_some()
+    }
+
+    pub(crate) fn rejected(&self, kind: RejectKind) -> Rejected {
+        let counter = match kind {
+            RejectKind::QueueTimeout => &self.stats.rejected_queue_timeout,
+            RejectKind::DeadlineExceeded => &self.stats.rejected_deadline,
+            _ => &self.stats.rejected_overloaded,
+        };
+        counter.fetch_add(1, Relaxed);
+        metrics::rejected(&self.name, kind);
+        tracing::trace!(layer = %self.name, reason = kind.as_str(), "request rejected");
+        Rejected::new(kind).with_layer(self.name.clone())
+    }
+
+    /// Admission when the fast path failed: queue, or reject.
+    pub(crate) fn acquire_slow(&self, priority: Priority, deadline: Option<Deadline>) -> Admit {
+        let mut q = self.lock();
+        if q.len() == 0 && self.counter.try_acquire(self.threshold(priority)) {
+            return Admit::Now;
+        }
+        if self.max_queue == 0 {
+            return Admit::Reject(RejectKind::Overloaded);
+        }
+        let now = Instant::now();
+        let remaining = deadline.map(|d| d.remaining_at(now));
+        if remaining == Some(Duration::ZERO) {
+            return Admit::Reject(RejectKind::DeadlineExceeded);
+        }
+        if q.len() >= self.max_queue {
+            match q.evict_below(priority, now) {
+                Some(waker) => {
+                    self.counter.remove_waiter();
+                    self.stats.evicted.fetch_add(1, Relaxed);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                None => return Admit::Reject(RejectKind::Overloaded),
+            }
+        }
+        let budget = q.wait_budget(now, self.max_wait);
+        let (until, kind) = match remaining {
+            Some(r) if r <= budget => (now + r, RejectKind::DeadlineExceeded),
+            _ => (now + budget, RejectKind::QueueTimeout),
+        };
+        let slot = q.push(priority, now);
+        self.counter.add_waiter();
+        self.stats.queued.fetch_add(1, Relaxed);
+        // A permit may have been freed between the fast path and the
+        // registration above: the releaser saw no waiter, so serve it now.
+        self.dispatch(&mut q, now);
+        if q.state(slot) == SlotState::Granted {
+            q.release_slot(slot, now);
+            self.record_wait(Duration::ZERO);
+            return Admit::Now;
+        }
+        Admit::Queued { slot, until, kind }
+    }
+
+    /// Hands free permits to waiters, highest priority first. Caller holds
+    /// the lock.
+    fn dispatch(&self, q: &mut WaitQueue, now: Instant) {
+        while let Some(priority) = q.next_priority() {
+            // Thresholds grow with priority: if the best waiter cannot have a
+            // permit, nobody behind it can.
+            if !self.counter.try_grant(self.threshold(priority)) {
+                break;
+            }
+            let Some(waker) = q.grant_next(now) else {
+                // Unreachable (a priority was found), but never leak the
+                // permit or the waiter count.
+                self.counter.release();
+                self.counter.add_waiter();
+                break;
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Returns a permit, handing it to a waiter if there is one.
+    #[inline]
+    pub(crate) fn release(&self) {
+        if self.counter.release() {
+            let mut q = self.lock();
+            self.dispatch(&mut q, Instant::now());
+        }
+    }
+
+    fn record_wait(&self, wait: Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.stats.dequeued.fetch_add(1, Relaxed);
+        self.stats.queue_wait_nanos.fetch_add(nanos, Relaxed);
+        self.stats.queue_wait_max_nanos.fetch_max(nanos, Relaxed);
+        metrics::queue_wait(&self.name, wait);
+    }
+
+    /// Polls a queued request: `Ok` once it holds a permit.
+    pub(crate) fn poll_waiter(
+        &self,
+        slot: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), RejectKind>> {
+        let mut q = self.lock();
+        match q.state(slot) {
+            SlotState::Waiting => {
+                q.set_waker(slot, cx.waker());
+                Poll::Pending
+            }
+            SlotState::Granted => {
+                let now = Instant::now();
+                if let Some(at) = q.enqueued_at(slot) {
+                    self.record_wait(now.saturating_duration_since(at));
+                }
+                q.release_slot(slot, now);
+                Poll::Ready(Ok(()))
+            }
+            SlotState::Rejected(kind) => {
+                q.release_slot(slot, Instant::now());
+                Poll::Ready(Err(kind))
+            }
+            SlotState::Free => Poll::Ready(Err(RejectKind::Overloaded)),
+        }
+    }
+
+    /// A queued request's time is up: leave the queue, unless a permit
+    /// arrived in the meantime.
+    pub(crate) fn expire_waiter(&self, slot: usize, kind: RejectKind) -> Result<(), RejectKind> {
+        let mut q = self.lock();
+        let now = Instant::now();
+        let enqueued = q.enqueued_at(slot);
+        match q.release_slot(slot, now) {
+            SlotState::Waiting => {
+                self.counter.remove_waiter();
+                Err(kind)
+            }
+            SlotState::Granted => {
+                if let Some(at) = enqueued {
+                    self.record_wait(now.saturating_duration_since(at));
+                }
+                Ok(())
+            }
+            SlotState::Rejected(kind) => Err(kind),
+            SlotState::Free => Err(RejectKind::Overloaded),
+        }
+    }
+
+    /// A queued request's future was dropped: free its slot, and its permit
+    /// if one had been handed to it.
+    pub(crate) fn cancel_waiter(&self, slot: usize) {
+        let mut q = self.lock();
+        let now = Instant::now();
+        match q.release_slot(slot, now) {
+            SlotState::Waiting => self.counter.remove_waiter(),
+            SlotState::Granted => {
+                self.counter.release();
+                self.dispatch(&mut q, now);
+            }
+            SlotState::Rejected(_) | SlotState::Free => {}
+        }
+    }
+
+    /// Feeds a completed request to the adaptive algorithm.
+    pub(crate) fn record(&self, now: Instant, sample: Sample) {
+        let Some(algorithm) = &self.algorithm else { return };
+        let new = algorithm.lock().unwrap_or_else(PoisonError::into_inner).update(now, sample);
+        let old = self.limit.swap(new, Relaxed);
+        if new != old {
+            tracing::debug!(layer = %self.name, from = old, to = new, "concurrency limit changed");
+            metrics::limit(&self.name, new);
+            if new > old && self.counter.has_waiters() {
+                let mut q = self.lock();
+                self.dispatch(&mut q, now);
+            }
+        }
+    }
+
+    pub(crate) fn is_probing(&self) -> bool {
+        self.algorithm
+            .as_ref()
+            .is_some_and(|a| a.lock().unwrap_or_else(PoisonError::into_inner).is_probing())
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.counter.waiters()
+    }
+
+    pub(crate) fn slots_live(&self) -> usize {
+        self.lock().slots_live()
+    }
+}
