@@ -5,6 +5,7 @@
 //! simulation.
 
 pub mod sim;
+pub mod stacks;
 
 // The README's example is compiled and run as a doc test, so it stays true.
 #[doc = include_str!("../README.md")]

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use backpressure::core::{BoxError, Rejected};
+use backpressure::core::BoxError;
 use tokio::{
     sync::Semaphore,
     time::{Instant, sleep, sleep_until},
@@ -214,12 +214,11 @@ pub struct Report {
     pub sent: u64,
     /// Successful answers that arrived before the client gave up.
     pub ok: u64,
-    /// Requests turned away by a layer with a `Rejected`.
+    /// Requests that failed fast with an error before their client gave up:
+    /// a layer's rejection (`Rejected`, or tower's `Overloaded`).
     pub rejected: u64,
     /// Requests answered (or rejected) only after their client gave up.
     pub timed_out: u64,
-    /// Other errors.
-    pub failed: u64,
     /// Latencies of the successes, sorted.
     pub latencies: Vec<Duration>,
     /// Most requests outstanding at once (in the stack and the backend).
@@ -251,7 +250,6 @@ struct Tally {
     ok: u64,
     rejected: u64,
     timed_out: u64,
-    failed: u64,
     latencies: Vec<Duration>,
 }
 
@@ -306,8 +304,7 @@ where
                     t.ok += 1;
                     t.latencies.push(latency);
                 }
-                Err(e) if Rejected::find(&e).is_some() => t.rejected += 1,
-                Err(_) => t.failed += 1,
+                Err(_) => t.rejected += 1,
             }
         });
         // Reap finished tasks as we go so the set does not grow with the run.
@@ -321,7 +318,6 @@ where
         ok: t.ok,
         rejected: t.rejected,
         timed_out: t.timed_out,
-        failed: t.failed,
         latencies: t.latencies,
         peak_outstanding: peak,
         wasted: backend.wasted() - wasted_before,

@@ -1,0 +1,91 @@
+//! The stacks the lab compares, each in front of the same simulated backend.
+
+use std::time::Duration;
+
+use backpressure::{
+    concurrency::{ConcurrencyLimitLayer, Gradient2},
+    core::BoxError,
+    timeout::TimeoutLayer,
+};
+use tower::{Service, ServiceBuilder};
+
+use crate::sim::{self, Backend, BackendConfig, Job, LoadConfig, Report};
+
+/// A protection stack in front of the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// The backend alone: its driver queue is unbounded.
+    None,
+    /// tower's best hand-tuned stack: `LoadShed -> ConcurrencyLimit(pool)
+    /// -> Timeout(1 s)`, the limit set to exactly the pool size.
+    Tower,
+    /// Ours: timeout (1 s) -> concurrency limit = pool size, queue = pool size.
+    Fixed,
+    /// Ours: timeout (1 s) -> untuned `Gradient2` limit, queue = pool size.
+    Adaptive,
+}
+
+impl Stack {
+    /// Every stack, in table order.
+    pub const ALL: [Stack; 4] = [Stack::None, Stack::Tower, Stack::Fixed, Stack::Adaptive];
+
+    /// The name shown in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::None => "none",
+            Stack::Tower => "tower",
+            Stack::Fixed => "bp fixed",
+            Stack::Adaptive => "bp adaptive",
+        }
+    }
+
+    /// Runs `load` through this stack in front of a fresh backend of shape
+    /// `config`, on a simulation runtime (see [`sim::runtime`]).
+    pub fn run(
+        self,
+        rt: &tokio::runtime::Runtime,
+        config: &BackendConfig,
+        load: &LoadConfig,
+    ) -> Report {
+        let backend = Backend::new(config.clone());
+        let timeout = Duration::from_secs(1);
+        match self {
+            Stack::None => rt.block_on(sim::run(backend.clone(), &backend, load)),
+            Stack::Tower => {
+                let svc = ServiceBuilder::new()
+                    .load_shed()
+                    .concurrency_limit(config.pool)
+                    .timeout(timeout)
+                    .service(backend.clone());
+                rt.block_on(sim::run(svc, &backend, load))
+            }
+            Stack::Fixed => {
+                let limit = ConcurrencyLimitLayer::builder()
+                    .limit(config.pool)
+                    .max_queue(config.pool)
+                    .build()
+                    .expect("valid limit");
+                rt.block_on(sim::run(ours(timeout, limit, backend.clone()), &backend, load))
+            }
+            Stack::Adaptive => {
+                let limit = ConcurrencyLimitLayer::builder()
+                    .adaptive(Gradient2::new())
+                    .max_queue(config.pool)
+                    .build()
+                    .expect("valid limit");
+                rt.block_on(sim::run(ours(timeout, limit, backend.clone()), &backend, load))
+            }
+        }
+    }
+}
+
+fn ours(
+    timeout: Duration,
+    limit: ConcurrencyLimitLayer,
+    backend: Backend,
+) -> impl Service<Job, Response = (), Error = BoxError, Future: Send> + Clone + Send + 'static {
+    ServiceBuilder::new()
+        .layer(TimeoutLayer::new(timeout).expect("valid timeout"))
+        .layer(limit)
+        .service(backend)
+}
