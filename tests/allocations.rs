@@ -15,6 +15,7 @@ use std::{
 
 use backpressure::{
     concurrency::{ConcurrencyLimitLayer, Gradient2},
+    rate::{Quota, RateLimitLayer},
     timeout::TimeoutLayer,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -122,4 +123,20 @@ fn adaptive_concurrency_allocates_nothing_after_warm_up() {
         .unwrap();
     let svc = layer.layer(trivial());
     assert_eq!(allocations_per_request(svc, 1_000), 0.0);
+}
+
+#[test]
+fn direct_rate_limit_allocates_nothing() {
+    let layer = RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap();
+    assert_eq!(allocations_per_request(layer.layer(trivial()), 1_000), 0.0);
+}
+
+#[test]
+fn keyed_rate_limit_hits_allocate_nothing() {
+    // 16 keys, all seen during warm-up: every request is a hit.
+    let layer = RateLimitLayer::builder(Quota::per_second(1_000_000_000))
+        .keyed(|n: &u64| *n % 16)
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_request(layer.layer(trivial()), 1_000), 0.0);
 }

@@ -62,7 +62,7 @@ pub use extract::{CurrentDeadline, DefaultPriority, Extract};
 #[cfg(feature = "http")]
 pub use extract::{ExtensionDeadline, ExtensionPriority};
 pub use priority::{ParsePriorityError, Priority};
-pub use reject::{LayerName, RejectKind, Rejected};
+pub use reject::{LayerName, RateLimitInfo, RejectKind, Rejected};
 
 /// The error type tower middleware agrees on: `Box<dyn Error + Send + Sync>`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -108,6 +108,21 @@ impl fmt::Display for LayerName {
     }
 }
 
+/// What a rate limit knows about a caller's quota, for the `RateLimit-Policy`,
+/// `RateLimit` and `Retry-After` headers (IETF draft
+/// `draft-ietf-httpapi-ratelimit-headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimitInfo {
+    /// Requests (cost units) the quota allows per `window`, at most at once.
+    pub limit: u32,
+    /// The quota's window.
+    pub window: Duration,
+    /// Cost units that could be spent right now.
+    pub remaining: u32,
+    /// Time until the full burst is available again.
+    pub reset: Duration,
+}
+
 /// The error every `backpressure` layer rejects a request with.
 ///
 /// It travels inside tower's [`BoxError`]; use [`Rejected::find`] to get it
@@ -126,12 +141,13 @@ pub struct Rejected {
     kind: RejectKind,
     retry_after: Option<Duration>,
     layer: Option<LayerName>,
+    rate_limit: Option<RateLimitInfo>,
 }
 
 impl Rejected {
     /// A rejection of the given kind, with no retry hint and no layer name.
     pub const fn new(kind: RejectKind) -> Self {
-        Rejected { kind, retry_after: None, layer: None }
+        Rejected { kind, retry_after: None, layer: None, rate_limit: None }
     }
 
     /// Sets how long the caller should wait before retrying.
@@ -146,6 +162,18 @@ impl Rejected {
     pub fn with_layer(mut self, layer: impl Into<LayerName>) -> Self {
         self.layer = Some(layer.into());
         self
+    }
+
+    /// Attaches the rate-limit state, for response headers.
+    #[must_use]
+    pub const fn with_rate_limit(mut self, info: RateLimitInfo) -> Self {
+        self.rate_limit = Some(info);
+        self
+    }
+
+    /// The rate-limit state, when a rate limiter rejected the request.
+    pub const fn rate_limit(&self) -> Option<&RateLimitInfo> {
+        self.rate_limit.as_ref()
     }
 
     /// Why the request was rejected.
@@ -209,6 +237,9 @@ impl fmt::Debug for Rejected {
         }
         if let Some(layer) = &self.layer {
             d.field("layer", layer);
+        }
+        if let Some(info) = &self.rate_limit {
+            d.field("rate_limit", info);
         }
         d.finish()
     }

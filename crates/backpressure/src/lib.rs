@@ -40,9 +40,10 @@
 //! |---|---|---|
 //! | [`core`] | `backpressure-core` | `Rejected`, `Classify`, `Deadline`, `Priority`, `ConfigError` |
 //! | [`timeout`] | `backpressure-timeout` | deadline over readiness + call, `grpc-timeout` propagation |
+//! | [`rate`] | `backpressure-rate` | GCRA, direct and keyed, bounded key memory, exact `Retry-After`, bounded wait, shadow mode |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
-//! Rate limits, load shedding, circuit breakers, the HTTP
+//! Load shedding, circuit breakers, the HTTP
 //! respond layer and the presets land as their crates do; the recommended
 //! order of a full stack is in the project's design notes and will be
 //! justified here with the server preset.
@@ -58,3 +59,6 @@ pub use backpressure_timeout as timeout;
 /// Concurrency limits, fixed or adaptive, with a bounded, deadline- and
 /// priority-aware queue.
 pub use backpressure_concurrency as concurrency;
+
+/// GCRA rate limits, direct and per key, in bounded memory.
+pub use backpressure_rate as rate;

@@ -1,0 +1,143 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use backpressure_core::BoxError;
+use pin_project_lite::pin_project;
+use tokio::time::{Sleep, sleep};
+use tower_service::Service;
+
+use crate::{Decision, layer::Shared, service::rejection, store::Verdict};
+
+pin_project! {
+    /// The response future of [`RateLimit`](crate::RateLimit): the inner
+    /// future, an immediate rejection, a bounded wait for a reserved slot,
+    /// or — with a remote store — the store's answer first.
+    ///
+    /// `F` is the store's check future (never constructed for in-memory
+    /// stores).
+    pub struct ResponseFuture<S, Req, F, St>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, S::Future, F, St>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, Fut, F, St> {
+        Called { #[pin] fut: Fut },
+        Failed { error: Option<BoxError> },
+        // Boxed timer: only requests that wait pay for it, and the future of
+        // every other request stays small.
+        Delayed { sleep: Pin<Box<Sleep>>, parts: Option<(S, Req)> },
+        Checking { #[pin] check: F, parts: Option<(S, Req)>, shared: Arc<Shared<St>> },
+        Done,
+    }
+}
+
+impl<S, Req, F, St> ResponseFuture<S, Req, F, St>
+where
+    S: Service<Req>,
+{
+    #[inline]
+    pub(crate) fn called(fut: S::Future) -> Self {
+        ResponseFuture { state: State::Called { fut } }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        ResponseFuture { state: State::Failed { error: Some(error) } }
+    }
+
+    pub(crate) fn delayed(wait: Duration, svc: S, req: Req) -> Self {
+        ResponseFuture {
+            state: State::Delayed { sleep: Box::pin(sleep(wait)), parts: Some((svc, req)) },
+        }
+    }
+
+    pub(crate) fn checking(check: F, svc: S, req: Req, shared: Arc<Shared<St>>) -> Self {
+        ResponseFuture { state: State::Checking { check, parts: Some((svc, req)), shared } }
+    }
+}
+
+impl<S, Req, F, St> Future for ResponseFuture<S, Req, F, St>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    F: Future<Output = Result<Decision, BoxError>>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Called { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| "rate limit future polled after completion".into());
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Delayed { sleep, parts } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    // The instance was polled ready before the wait began.
+                    let Some((mut svc, req)) = parts.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err("rate limit future polled after a panic".into()));
+                    };
+                    let fut = svc.call(req);
+                    this.state.set(State::Called { fut });
+                }
+                StateProj::Checking { check, parts, shared } => {
+                    let decision = match ready!(check.poll(cx)) {
+                        Ok(decision) => decision,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    let Some((mut svc, req)) = parts.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err("rate limit future polled after a panic".into()));
+                    };
+                    match decision.verdict {
+                        Verdict::Allow => {
+                            let fut = svc.call(req);
+                            this.state.set(State::Called { fut });
+                        }
+                        Verdict::AllowAfter(wait) => {
+                            shared.stats.delayed.fetch_add(1, Relaxed);
+                            let parts = Some((svc, req));
+                            this.state.set(State::Delayed { sleep: Box::pin(sleep(wait)), parts });
+                        }
+                        Verdict::Reject { .. } if shared.shadow => {
+                            shared.stats.shadow_rejected.fetch_add(1, Relaxed);
+                            let fut = svc.call(req);
+                            this.state.set(State::Called { fut });
+                        }
+                        Verdict::Reject { retry_after } => {
+                            let error = rejection(shared, &decision, retry_after);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    }
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err("rate limit future polled after completion".into()));
+                }
+            }
+        }
+    }
+}
