@@ -16,6 +16,7 @@ use std::{
 use backpressure::{
     concurrency::{ConcurrencyLimitLayer, Gradient2},
     rate::{Quota, RateLimitLayer},
+    shed::LoadShedLayer,
     timeout::TimeoutLayer,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -139,4 +140,11 @@ fn keyed_rate_limit_hits_allocate_nothing() {
         .build()
         .unwrap();
     assert_eq!(allocations_per_request(layer.layer(trivial()), 1_000), 0.0);
+}
+
+#[test]
+fn load_shed_admit_path_allocates_nothing() {
+    let limit = ConcurrencyLimitLayer::new(10).unwrap();
+    let shed = LoadShedLayer::new(limit.handle()).unwrap();
+    assert_eq!(allocations_per_request(shed.layer(limit.layer(trivial())), 1_000), 0.0);
 }

@@ -9,6 +9,7 @@ use std::{convert::Infallible, hint::black_box, time::Duration};
 
 use backpressure::{
     concurrency::{ConcurrencyLimitLayer, Gradient2},
+    shed::LoadShedLayer,
     timeout::TimeoutLayer,
 };
 use backpressure_benches::call_now;
@@ -69,5 +70,25 @@ fn bench_concurrency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_timeout, bench_concurrency);
+fn bench_shed(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _ctx = rt.enter();
+    let bare = service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) });
+    let mut group = c.benchmark_group("load_shed");
+    group.bench_function("tower", |b| {
+        let mut svc = ServiceBuilder::new().load_shed().service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("backpressure", |b| {
+        // Reading a concurrency limiter's occupancy: the common signal.
+        let limit = ConcurrencyLimitLayer::new(1_000).expect("valid");
+        let mut svc = ServiceBuilder::new()
+            .layer(LoadShedLayer::new(limit.handle()).expect("valid"))
+            .service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_timeout, bench_concurrency, bench_shed);
 criterion_main!(benches);

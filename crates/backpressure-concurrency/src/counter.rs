@@ -108,6 +108,13 @@ impl Counter {
         self.word.fetch_sub(WAITER, AcqRel);
     }
 
+    /// `(in_flight, waiters)` from one load.
+    #[inline]
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let word = self.word.load(Acquire);
+        (in_flight_of(word), waiters_of(word))
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         in_flight_of(self.word.load(Acquire))
     }

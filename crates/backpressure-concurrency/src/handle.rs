@@ -65,13 +65,19 @@ impl ConcurrencyLimitHandle {
     /// `queued / max_queue` when it has a queue. 0 is idle, 1 is every
     /// permit in use with nobody waiting, 2 is a full queue. A load shedder
     /// reads this.
+    #[inline]
     pub fn pressure(&self) -> f64 {
+        // One load for both counts, one division: a shedder reads this on
+        // every request.
+        let (in_flight, queued) = self.shared.counter.load();
         let limit = self.limit().max(1) as f64;
-        let mut pressure = self.in_flight() as f64 / limit;
-        if self.shared.max_queue > 0 {
-            pressure += self.queued() as f64 / self.shared.max_queue as f64;
+        match self.shared.max_queue {
+            0 => in_flight as f64 / limit,
+            max_queue => {
+                let max_queue = max_queue as f64;
+                (in_flight as f64 * max_queue + queued as f64 * limit) / (limit * max_queue)
+            }
         }
-        pressure
     }
 
     /// Everything at once.
@@ -100,6 +106,24 @@ impl ConcurrencyLimitHandle {
     #[doc(hidden)]
     pub fn slots_live(&self) -> usize {
         self.shared.slots_live()
+    }
+}
+
+/// A load shedder in front of the limiter reads its
+/// [`pressure`](ConcurrencyLimitHandle::pressure); a rejected caller is told
+/// to retry after the mean queue wait, when there is one.
+impl backpressure_core::Pressure for ConcurrencyLimitHandle {
+    #[inline]
+    fn pressure(&self) -> f64 {
+        ConcurrencyLimitHandle::pressure(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        let s = &self.shared.stats;
+        let dequeued = s.dequeued.load(Relaxed);
+        (dequeued > 0)
+            .then(|| Duration::from_nanos(s.queue_wait_nanos.load(Relaxed) / dequeued))
+            .filter(|d| !d.is_zero())
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`Deadline`]: the instant by which a request must be answered, and how it
 //!   travels from an outer layer (the timeout) to inner ones (the queue).
 //! - [`Priority`]: four criticality levels after Google SRE's.
+//! - [`Pressure`]: a load signal (0 idle, 1 at capacity) one layer publishes
+//!   and another acts on.
 //! - [`Extract`]: how a layer gets a key, a priority or a deadline out of a
 //!   request — any closure `Fn(&Req) -> T` is one.
 //! - [`ConfigError`]: what a builder returns when a field is invalid.
@@ -50,6 +52,7 @@ mod classify;
 mod config;
 mod deadline;
 mod extract;
+mod pressure;
 mod priority;
 mod reject;
 
@@ -61,6 +64,7 @@ pub use deadline::{Deadline, PendingDeadline};
 pub use extract::{CurrentDeadline, DefaultPriority, Extract};
 #[cfg(feature = "http")]
 pub use extract::{ExtensionDeadline, ExtensionPriority};
+pub use pressure::Pressure;
 pub use priority::{ParsePriorityError, Priority};
 pub use reject::{LayerName, RateLimitInfo, RejectKind, Rejected};
 

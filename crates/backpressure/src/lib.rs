@@ -41,9 +41,10 @@
 //! | [`core`] | `backpressure-core` | `Rejected`, `Classify`, `Deadline`, `Priority`, `ConfigError` |
 //! | [`timeout`] | `backpressure-timeout` | deadline over readiness + call, `grpc-timeout` propagation |
 //! | [`rate`] | `backpressure-rate` | GCRA, direct and keyed, bounded key memory, exact `Retry-After`, bounded wait, shadow mode |
+//! | [`shed`] | `backpressure-shed` | priority-aware shedding on limiter occupancy, event-loop lag, in-flight or custom signals |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
-//! Load shedding, circuit breakers, the HTTP
+//! Circuit breakers, the HTTP
 //! respond layer and the presets land as their crates do; the recommended
 //! order of a full stack is in the project's design notes and will be
 //! justified here with the server preset.
@@ -62,3 +63,6 @@ pub use backpressure_concurrency as concurrency;
 
 /// GCRA rate limits, direct and per key, in bounded memory.
 pub use backpressure_rate as rate;
+
+/// Priority-aware load shedding on pressure signals.
+pub use backpressure_shed as shed;

@@ -1,0 +1,216 @@
+use std::{
+    fmt,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize},
+    },
+};
+
+use backpressure_core::{ConfigError, DefaultPriority, LayerName, Pressure};
+use tower_layer::Layer;
+
+use crate::{LoadShed, LoadShedHandle, NoSignal, Thresholds, signal::InFlight};
+
+const LAYER: &str = "load-shed";
+
+pub(crate) struct Shared<P> {
+    pub(crate) signal: P,
+    pub(crate) thresholds: Thresholds,
+    pub(crate) in_flight: Option<Arc<InFlight>>,
+    pub(crate) shed_not_ready: bool,
+    pub(crate) rng: AtomicU64,
+    pub(crate) name: LayerName,
+    pub(crate) shed: [AtomicU64; 4],
+}
+
+impl<P> Shared<P> {
+    /// One pseudo-random draw in [0, 1): SplitMix64 over an atomic counter,
+    /// lock-free, and deterministic for a seed on one thread.
+    #[inline]
+    pub(crate) fn draw(&self) -> f64 {
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Applies [`LoadShed`]: sheds requests by priority when a pressure signal
+/// says the service is saturated. One state per layer value, shared by every
+/// service it builds.
+pub struct LoadShedLayer<P = NoSignal, E = DefaultPriority> {
+    shared: Arc<Shared<P>>,
+    priority: E,
+}
+
+impl<P: Pressure> LoadShedLayer<P> {
+    /// Sheds on `signal` with the default thresholds; every request is
+    /// `Critical` until a priority extractor is set.
+    ///
+    /// # Errors
+    ///
+    /// Never with the defaults; see [`LoadShedBuilder::build`].
+    pub fn new(signal: P) -> Result<Self, ConfigError> {
+        Self::builder(signal).build()
+    }
+
+    /// A builder: thresholds, priorities, in-flight limit, readiness.
+    pub fn builder(signal: P) -> LoadShedBuilder<P> {
+        LoadShedBuilder {
+            signal,
+            thresholds: Thresholds::default(),
+            priority: DefaultPriority,
+            in_flight_limit: None,
+            shed_not_ready: false,
+            seed: None,
+            name: None,
+        }
+    }
+}
+
+impl<P, E> LoadShedLayer<P, E> {
+    /// A handle: shed counts per priority, current pressure.
+    pub fn handle(&self) -> LoadShedHandle<P> {
+        LoadShedHandle::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<P, E: Clone> Clone for LoadShedLayer<P, E> {
+    fn clone(&self) -> Self {
+        LoadShedLayer { shared: Arc::clone(&self.shared), priority: self.priority.clone() }
+    }
+}
+
+impl<P, E> fmt::Debug for LoadShedLayer<P, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadShedLayer").field("name", &self.shared.name).finish_non_exhaustive()
+    }
+}
+
+impl<S, P, E: Clone> Layer<S> for LoadShedLayer<P, E> {
+    type Service = LoadShed<S, P, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadShed::from_parts(inner, Arc::clone(&self.shared), self.priority.clone())
+    }
+}
+
+/// Builds a [`LoadShedLayer`].
+///
+/// ```
+/// use backpressure_core::Priority;
+/// use backpressure_shed::{LoadShedLayer, Thresholds};
+///
+/// let cpu = || 0.5; // any Fn() -> f64 is a signal
+/// let layer = LoadShedLayer::builder(cpu)
+///     .priority(|p: &Priority| *p)
+///     .thresholds(Thresholds::default().set(Priority::Sheddable, 0.6, 0.9))
+///     .in_flight_limit(10_000)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<(), backpressure_core::ConfigError>(())
+/// ```
+pub struct LoadShedBuilder<P, E = DefaultPriority> {
+    signal: P,
+    thresholds: Thresholds,
+    priority: E,
+    in_flight_limit: Option<usize>,
+    shed_not_ready: bool,
+    seed: Option<u64>,
+    name: Option<LayerName>,
+}
+
+impl<P, E> fmt::Debug for LoadShedBuilder<P, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadShedBuilder")
+            .field("thresholds", &self.thresholds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P, E> LoadShedBuilder<P, E> {
+    /// Where each priority starts and finishes being shed.
+    #[must_use]
+    pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+
+    /// How a request's priority is found (default: all `Critical`).
+    pub fn priority<E2>(self, priority: E2) -> LoadShedBuilder<P, E2> {
+        LoadShedBuilder {
+            signal: self.signal,
+            thresholds: self.thresholds,
+            priority,
+            in_flight_limit: self.in_flight_limit,
+            shed_not_ready: self.shed_not_ready,
+            seed: self.seed,
+            name: self.name,
+        }
+    }
+
+    /// Also count requests inside this layer: pressure is at least
+    /// `in_flight / limit` (two atomic operations per request).
+    #[must_use]
+    pub fn in_flight_limit(mut self, limit: usize) -> Self {
+        self.in_flight_limit = Some(limit);
+        self
+    }
+
+    /// tower's classic behaviour as well: reject with `Overloaded` when the
+    /// inner service is not ready — except when it is not ready only because
+    /// the task's co-operative budget ran out (a yield, not overload;
+    /// apollographql/router#9034), which is passed through as `Pending`.
+    #[must_use]
+    pub fn shed_when_not_ready(mut self, yes: bool) -> Self {
+        self.shed_not_ready = yes;
+        self
+    }
+
+    /// Seeds the draws inside the ramps, for reproducible tests.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The instance name, in rejections, logs and metric labels.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Validates and builds.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `thresholds` (not finite, `full <= start`,
+    /// or a priority shed before a less important one) or
+    /// `in_flight_limit` (zero).
+    pub fn build(self) -> Result<LoadShedLayer<P, E>, ConfigError> {
+        self.thresholds.validate()?;
+        let in_flight = match self.in_flight_limit {
+            Some(0) => {
+                return Err(ConfigError::new(LAYER, "in_flight_limit", "must be at least 1"));
+            }
+            Some(threshold) => Some(Arc::new(InFlight { count: AtomicUsize::new(0), threshold })),
+            None => None,
+        };
+        let seed = self.seed.unwrap_or_else(|| RandomState::new().hash_one(0u8));
+        Ok(LoadShedLayer {
+            shared: Arc::new(Shared {
+                signal: self.signal,
+                thresholds: self.thresholds,
+                in_flight,
+                shed_not_ready: self.shed_not_ready,
+                rng: AtomicU64::new(seed),
+                name: self.name.unwrap_or(LayerName::from_static(LAYER)),
+                shed: Default::default(),
+            }),
+            priority: self.priority,
+        })
+    }
+}
