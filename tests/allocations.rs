@@ -14,6 +14,7 @@ use std::{
 };
 
 use backpressure::{
+    breaker::CircuitBreakerLayer,
     concurrency::{ConcurrencyLimitLayer, Gradient2},
     rate::{Quota, RateLimitLayer},
     shed::LoadShedLayer,
@@ -147,4 +148,10 @@ fn load_shed_admit_path_allocates_nothing() {
     let limit = ConcurrencyLimitLayer::new(10).unwrap();
     let shed = LoadShedLayer::new(limit.handle()).unwrap();
     assert_eq!(allocations_per_request(shed.layer(limit.layer(trivial())), 1_000), 0.0);
+}
+
+#[test]
+fn circuit_breaker_closed_path_allocates_nothing() {
+    let layer = CircuitBreakerLayer::new().unwrap();
+    assert_eq!(allocations_per_request(layer.layer(trivial()), 1_000), 0.0);
 }

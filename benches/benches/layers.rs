@@ -8,6 +8,7 @@
 use std::{convert::Infallible, hint::black_box, time::Duration};
 
 use backpressure::{
+    breaker::CircuitBreakerLayer,
     concurrency::{ConcurrencyLimitLayer, Gradient2},
     shed::LoadShedLayer,
     timeout::TimeoutLayer,
@@ -90,5 +91,31 @@ fn bench_shed(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_timeout, bench_concurrency, bench_shed);
+fn bench_breaker(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _ctx = rt.enter();
+    let bare = service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) });
+    let mut group = c.benchmark_group("circuit_breaker_closed");
+    group.bench_function("bare", |b| {
+        let mut svc = bare;
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("tower_resilience", |b| {
+        let layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .failure_rate_threshold(0.5)
+            .sliding_window_size(100)
+            .build()
+            .expect("valid");
+        let mut svc = ServiceBuilder::new().layer(layer).service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("backpressure", |b| {
+        let mut svc =
+            ServiceBuilder::new().layer(CircuitBreakerLayer::new().expect("valid")).service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_timeout, bench_concurrency, bench_shed, bench_breaker);
 criterion_main!(benches);

@@ -42,9 +42,10 @@
 //! | [`timeout`] | `backpressure-timeout` | deadline over readiness + call, `grpc-timeout` propagation |
 //! | [`rate`] | `backpressure-rate` | GCRA, direct and keyed, bounded key memory, exact `Retry-After`, bounded wait, shadow mode |
 //! | [`shed`] | `backpressure-shed` | priority-aware shedding on limiter occupancy, event-loop lag, in-flight or custom signals |
+//! | [`breaker`] | `backpressure-breaker` | circuit breaker with sliding count/time windows, slow calls, backoff; SRE adaptive throttling |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
-//! Circuit breakers, the HTTP
+//! The HTTP
 //! respond layer and the presets land as their crates do; the recommended
 //! order of a full stack is in the project's design notes and will be
 //! justified here with the server preset.
@@ -66,3 +67,6 @@ pub use backpressure_rate as rate;
 
 /// Priority-aware load shedding on pressure signals.
 pub use backpressure_shed as shed;
+
+/// Circuit breakers with sliding windows, and adaptive client-side throttling.
+pub use backpressure_breaker as breaker;

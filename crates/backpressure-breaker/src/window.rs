@@ -1,0 +1,256 @@
+//! Sliding windows of call outcomes: lock-free, O(1) per recorded call.
+
+use std::sync::atomic::{
+    AtomicU8, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+};
+
+/// One call's outcome, as the windows store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) failed: bool,
+    pub(crate) slow: bool,
+}
+
+/// Calls, failures and slow calls in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Calls recorded.
+    pub calls: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// Of which slower than the slow-call threshold.
+    pub slow: u64,
+}
+
+impl Counts {
+    /// Failures / calls (0 with no calls).
+    pub fn failure_rate(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.failures as f64 / self.calls as f64 }
+    }
+
+    /// Slow calls / calls (0 with no calls).
+    pub fn slow_rate(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.slow as f64 / self.calls as f64 }
+    }
+}
+
+// Packed counts: three 21-bit fields (calls, failures, slow).
+const BITS: u32 = 21;
+const MASK: u64 = (1 << BITS) - 1;
+
+fn pack(calls: u64, failures: u64, slow: u64) -> u64 {
+    calls | (failures << BITS) | (slow << (2 * BITS))
+}
+
+fn unpack(word: u64) -> Counts {
+    Counts {
+        calls: word & MASK,
+        failures: (word >> BITS) & MASK,
+        slow: (word >> (2 * BITS)) & MASK,
+    }
+}
+
+fn code(mark: Mark) -> u8 {
+    1 | (u8::from(mark.failed) << 1) | (u8::from(mark.slow) << 2)
+}
+
+fn packed_of(code: u8) -> u64 {
+    if code == 0 { 0 } else { pack(1, u64::from((code >> 1) & 1), u64::from((code >> 2) & 1)) }
+}
+
+/// The last `size` calls: a ring of outcome codes and one packed word of
+/// running counts. Recording swaps the ring slot and adds the difference
+/// between the new and the evicted outcome to the counts in one wrapping
+/// `fetch_add` — subtract-on-evict, O(1), no lock. A breaker that was
+/// healthy for 10,000 calls sees an outage's failures displace the
+/// successes one for one.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicUsize,
+    counts: AtomicU64,
+}
+
+/// The largest count window (keeps every packed field within 21 bits).
+pub(crate) const MAX_COUNT_WINDOW: usize = 1 << 20;
+
+impl CountWindow {
+    pub(crate) fn new(size: usize) -> Self {
+        CountWindow {
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicUsize::new(0),
+            counts: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one outcome; returns the window's counts when the outcome
+    /// was a failure or slow (only those can trip the breaker).
+    #[inline]
+    pub(crate) fn record(&self, mark: Mark) -> Option<Counts> {
+        let i = self.next.fetch_add(1, Relaxed) % self.slots.len();
+        let new = code(mark);
+        let slot = &self.slots[i];
+        // In a steady state an outcome mostly evicts an equal one: then
+        // neither the slot nor the counts change, and two atomic writes are
+        // saved. Every delta below comes from the value actually swapped out,
+        // so skipping a no-op cannot make the counts drift.
+        if slot.load(Acquire) == new && !(mark.failed || mark.slow) {
+            return None;
+        }
+        let old = slot.swap(new, AcqRel);
+        let delta = packed_of(new).wrapping_sub(packed_of(old));
+        let word = self.counts.fetch_add(delta, AcqRel).wrapping_add(delta);
+        (mark.failed || mark.slow).then(|| self.read_word(word))
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        self.read_word(self.counts.load(Acquire))
+    }
+
+    /// Concurrent recordings may apply their differences out of order, so a
+    /// field can transiently borrow from its neighbour; such a reading is
+    /// out of range and reads as empty (no decision is taken on it).
+    fn read_word(&self, word: u64) -> Counts {
+        let c = unpack(word);
+        let n = self.slots.len() as u64;
+        if c.calls > n || c.failures > c.calls || c.slow > c.calls || word >> (3 * BITS) != 0 {
+            Counts::default()
+        } else {
+            c
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for slot in self.slots.iter() {
+            let old = slot.swap(0, AcqRel);
+            self.counts.fetch_sub(packed_of(old), AcqRel);
+        }
+    }
+}
+
+// Time buckets: epoch (16 bits) | slow | failures | calls (16 bits each).
+const FIELD: u64 = 0xFFFF;
+
+/// The last `buckets × width` of time, in buckets. Each bucket is one packed
+/// word that carries its own epoch, so a stale bucket resets itself the
+/// first time it is written in a new epoch (subtract-on-evict, with no
+/// running total to drift) and is ignored when read. Writing is one CAS;
+/// summing the window (`buckets` loads) happens only when a failure or slow
+/// call is recorded — a success can never trip the breaker. A bucket counts
+/// at most 65,535 calls; beyond that, its calls are sampled (rates stay
+/// right, which is all the breaker reads).
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    buckets: Box<[AtomicU64]>,
+    width_nanos: u64,
+}
+
+impl TimeWindow {
+    pub(crate) fn new(buckets: usize, width_nanos: u64) -> Self {
+        TimeWindow { buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(), width_nanos }
+    }
+
+    fn epoch(&self, now: u64) -> u64 {
+        now / self.width_nanos
+    }
+
+    pub(crate) fn record(&self, now: u64, mark: Mark) -> Option<Counts> {
+        let add = 1 | (u64::from(mark.failed) << 16) | (u64::from(mark.slow) << 32);
+        self.add(now, add);
+        (mark.failed || mark.slow).then(|| self.counts(now))
+    }
+
+    /// Adds to the current bucket's fields: `calls | failures << 16 | slow << 32`.
+    pub(crate) fn add(&self, now: u64, add: u64) {
+        let epoch = self.epoch(now);
+        let tag = epoch & FIELD;
+        let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
+        let mut cur = bucket.load(Acquire);
+        loop {
+            let next = if cur >> 48 != tag {
+                (tag << 48) | add
+            } else if cur & FIELD == FIELD || (cur >> 16) & FIELD == FIELD {
+                break; // saturated: sample
+            } else {
+                cur + add
+            };
+            match bucket.compare_exchange_weak(cur, next, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub(crate) fn counts(&self, now: u64) -> Counts {
+        let epoch = self.epoch(now);
+        let n = self.buckets.len() as u64;
+        let mut c = Counts::default();
+        for bucket in self.buckets.iter() {
+            let word = bucket.load(Acquire);
+            // Valid if its epoch is one of the last `n`.
+            if (epoch & FIELD).wrapping_sub(word >> 48) & FIELD < n {
+                c.calls += word & FIELD;
+                c.failures += (word >> 16) & FIELD;
+                c.slow += (word >> 32) & FIELD;
+            }
+        }
+        c
+    }
+
+    pub(crate) fn reset(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Mark = Mark { failed: false, slow: false };
+    const FAIL: Mark = Mark { failed: true, slow: false };
+    const SLOW: Mark = Mark { failed: false, slow: true };
+
+    #[test]
+    fn the_count_window_slides() {
+        let w = CountWindow::new(10);
+        for _ in 0..10_000 {
+            assert_eq!(w.record(OK), None);
+        }
+        assert_eq!(w.counts(), Counts { calls: 10, failures: 0, slow: 0 });
+        for i in 1..=10 {
+            let c = w.record(FAIL).unwrap();
+            assert_eq!(c.failures, i, "each failure displaces one success");
+        }
+        assert_eq!(w.record(SLOW), Some(Counts { calls: 10, failures: 9, slow: 1 }));
+        for _ in 0..10 {
+            w.record(OK);
+        }
+        assert_eq!(
+            w.counts(),
+            Counts { calls: 10, failures: 0, slow: 0 },
+            "successes displace failures"
+        );
+        w.reset();
+        assert_eq!(w.counts(), Counts::default());
+    }
+
+    #[test]
+    fn the_time_window_forgets_old_buckets() {
+        let second = 1_000_000_000;
+        let w = TimeWindow::new(10, second);
+        for s in 0..10 {
+            w.record(s * second, OK);
+            w.record(s * second, FAIL);
+        }
+        assert_eq!(w.counts(9 * second), Counts { calls: 20, failures: 10, slow: 0 });
+        // Five seconds later, five buckets have aged out.
+        assert_eq!(w.counts(14 * second), Counts { calls: 10, failures: 5, slow: 0 });
+        // Writing into a stale bucket resets it first.
+        let c = w.record(15 * second, FAIL).unwrap();
+        assert_eq!(c, Counts { calls: 9, failures: 5, slow: 0 });
+        // Long idle: everything aged out.
+        assert_eq!(w.counts(100 * second), Counts::default());
+    }
+}
