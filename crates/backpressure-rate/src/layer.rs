@@ -256,6 +256,21 @@ impl<E, C> RateLimitBuilder<E, C, Direct> {
     }
 }
 
+impl<E, C, St> RateLimitBuilder<E, C, Custom<St>> {
+    /// One bucket per key in a store of your own: `key` is any
+    /// `Fn(&Req) -> K` the store accepts.
+    pub fn keyed<E2>(self, key: E2) -> RateLimitBuilder<E2, C, Custom<St>> {
+        RateLimitBuilder {
+            store: self.store,
+            key,
+            cost: self.cost,
+            max_wait: self.max_wait,
+            shadow: self.shadow,
+            name: self.name,
+        }
+    }
+}
+
 impl<E, C> RateLimitBuilder<E, C, Keyed> {
     /// See [`RateLimitBuilder::fast_clock`] on a direct builder.
     #[cfg(feature = "fast-clock")]

@@ -43,6 +43,7 @@
 //! | [`rate`] | `backpressure-rate` | GCRA, direct and keyed, bounded key memory, exact `Retry-After`, bounded wait, shadow mode |
 //! | [`shed`] | `backpressure-shed` | priority-aware shedding on limiter occupancy, event-loop lag, in-flight or custom signals |
 //! | [`breaker`] | `backpressure-breaker` | circuit breaker with sliding count/time windows, slow calls, backoff; SRE adaptive throttling |
+//! | `redis` (feature) | `backpressure-redis` | a `RateStore` on Redis: one Lua round trip, Redis time, bounded failure modes |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
 //! The HTTP
@@ -70,3 +71,7 @@ pub use backpressure_shed as shed;
 
 /// Circuit breakers with sliding windows, and adaptive client-side throttling.
 pub use backpressure_breaker as breaker;
+
+/// A global rate limit on Redis (feature `redis`).
+#[cfg(feature = "redis")]
+pub use backpressure_redis as redis;

@@ -41,6 +41,24 @@ impl DirectStore {
         self
     }
 
+    /// Decides at an explicit time (nanoseconds since the store was created)
+    /// instead of the clock: for conformance tests of other stores against
+    /// this one.
+    #[doc(hidden)]
+    pub fn decide_at(&self, now_nanos: u64, cost: u32, max_wait: Duration) -> Decision {
+        let mut tat = self.tat.load(Acquire);
+        loop {
+            let v = self.gcra.check(tat, now_nanos, cost, duration_nanos(max_wait));
+            let Some(new_tat) = v.new_tat else {
+                return Decision::from_gcra(v, &self.quota, &self.gcra);
+            };
+            match self.tat.compare_exchange_weak(tat, new_tat, AcqRel, Acquire) {
+                Ok(_) => return Decision::from_gcra(v, &self.quota, &self.gcra),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
     /// Checks without going through the trait (the layer's fast path).
     #[inline]
     pub(crate) fn decide(&self, cost: u32, max_wait: Duration) -> Decision {

@@ -1,0 +1,69 @@
+//! A global rate limit shared by every replica, on Redis: a
+//! [`RateStore`](backpressure_rate::RateStore) for
+//! [`RateLimitLayer`](backpressure_rate::RateLimitLayer).
+//!
+//! When a service runs as N replicas behind a load balancer, a per-instance
+//! limit lets N× the intended rate through. This store keeps the buckets in
+//! the Redis the service already runs.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use backpressure_rate::{Quota, RateLimitLayer};
+//! use backpressure_redis::{FailureMode, RedisStore};
+//!
+//! # async fn demo() -> Result<(), backpressure_core::BoxError> {
+//! let store = RedisStore::builder("redis://127.0.0.1:6379/", Quota::per_second(100))
+//!     .prefix("api")
+//!     .timeout(Duration::from_millis(20))
+//!     .failure_mode(FailureMode::Local { replicas: 4 })
+//!     .connect()
+//!     .await?;
+//! let layer = RateLimitLayer::with_store(store).keyed(|tenant: &u64| *tenant).build()?;
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behaviour
+//!
+//! - **One round trip**: GCRA in one Lua script (`src/gcra.lua`), run with
+//!   `EVALSHA` and re-loaded transparently after `NOSCRIPT` (a restarted
+//!   Redis, or `SCRIPT FLUSH`). The clock is Redis's `TIME`, never the
+//!   replicas'. Decisions, `retry_after`, header information and weighted
+//!   requests are the in-memory store's (`tests/redis.rs` checks them on the
+//!   same arrival sequence), in microseconds.
+//! - **Memory tracks active keys**: each key expires when its bucket has
+//!   refilled.
+//! - **Cluster-ready keys**: `{prefix}:{<key>}` — the key is a hash tag, so
+//!   each bucket lives on one slot of a Redis Cluster. Braces inside a key are
+//!   escaped (`%7B`, `%7D`).
+//! - **Bounded**: every check is bounded by `timeout` (default 25 ms). When
+//!   Redis is slow or down, the [`FailureMode`] applies within that time:
+//!   fail open, fail closed (`Rejected(RateLimited)`), or — the default — a
+//!   local limiter at `limit / replicas`. After `breaker_threshold`
+//!   consecutive failures (default 3) the store stops paying the timeout and
+//!   uses the failure mode directly, sending one probe to Redis every
+//!   `breaker_cooldown` (default 1 s); recovery is automatic. Outage and
+//!   recovery are logged once each (`warn`, `info`), not per request.
+//! - **Local pre-check** (optional): a key Redis said is over its limit until
+//!   T is rejected locally, without a round trip, until T.
+//! - Built on the `redis` crate's [`ConnectionManager`](redis::aio::ConnectionManager),
+//!   which reconnects by itself.
+//!
+//! # Metrics (feature `metrics`)
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `backpressure_redis_errors_total` | counter | `name` |
+//! | `backpressure_redis_fallback_total` | counter | `name` |
+//! | `backpressure_redis_up` | gauge (1 up, 0 in outage) | `name` |
+
+#![deny(missing_docs)]
+
+mod key;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use key::RedisKey;
+pub use store::{FailureMode, RedisStats, RedisStore, RedisStoreBuilder};

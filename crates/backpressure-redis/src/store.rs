@@ -1,0 +1,549 @@
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    hash::{BuildHasher, Hash, RandomState},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{
+            AtomicBool, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
+            Ordering::Relaxed,
+        },
+    },
+    time::Duration,
+};
+
+use backpressure_core::{BoxError, ConfigError, LayerName, RateLimitInfo};
+use backpressure_rate::{Check, Decision, KeyedStore, Quota, RateStore, Verdict};
+use redis::{Script, aio::ConnectionManager};
+use tokio::time::Instant;
+
+use crate::RedisKey;
+
+const LAYER: &str = "redis-rate-store";
+
+/// What a check does when Redis does not answer within the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Admit: availability over the limit.
+    Open,
+    /// Reject with `Rejected(RateLimited)`: the limit over availability.
+    Closed,
+    /// Limit locally at `limit / replicas` (the default, with `replicas`
+    /// 1): each replica enforces its share of the global quota.
+    Local {
+        /// How many replicas share the quota.
+        replicas: u32,
+    },
+}
+
+/// Counts of what the store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Checks answered by Redis.
+    pub round_trips: u64,
+    /// Checks that failed or timed out.
+    pub errors: u64,
+    /// Checks decided by the failure mode.
+    pub fallbacks: u64,
+    /// Rejections decided locally by the pre-check.
+    pub prechecked: u64,
+    /// Whether Redis is currently considered up.
+    pub up: bool,
+}
+
+/// A [`RateStore`] keeping GCRA buckets in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    script: Script,
+    quota: Quota,
+    t_us: u64,
+    tol_us: u64,
+    burst: u32,
+    prefix: String,
+    timeout: Duration,
+    mode: FailureMode,
+    fallback: Option<KeyedStore>,
+    hasher: RandomState,
+    precheck: Option<Mutex<HashMap<u64, u64>>>,
+    precheck_cap: usize,
+    breaker: PathBreaker,
+    epoch: Instant,
+    name: LayerName,
+    round_trips: AtomicU64,
+    errors: AtomicU64,
+    fallbacks: AtomicU64,
+    prechecked: AtomicU64,
+}
+
+/// Stops paying the timeout on every request during an outage.
+struct PathBreaker {
+    threshold: u32,
+    cooldown: u64,
+    failures: AtomicU32,
+    open_until: AtomicU64,
+    probing: AtomicBool,
+    up: AtomicBool,
+}
+
+impl PathBreaker {
+    /// Whether this check may go to Redis.
+    fn allow(&self, now: u64) -> bool {
+        if self.failures.load(Acquire) < self.threshold {
+            return true;
+        }
+        if now < self.open_until.load(Acquire) {
+            return false;
+        }
+        // One probe at a time once the cooldown is over.
+        self.probing.compare_exchange(false, true, AcqRel, Acquire).is_ok()
+    }
+
+    fn success(&self, name: &LayerName) {
+        self.failures.store(0, Release);
+        self.probing.store(false, Release);
+        if !self.up.swap(true, AcqRel) {
+            tracing::info!(store = %name, "redis rate store recovered");
+            metrics::up(name, true);
+        }
+    }
+
+    fn failure(&self, now: u64, name: &LayerName, error: &str) {
+        let failures = self.failures.fetch_add(1, AcqRel) + 1;
+        self.probing.store(false, Release);
+        if failures >= self.threshold {
+            self.open_until.store(now.saturating_add(self.cooldown), Release);
+            if self.up.swap(false, AcqRel) {
+                tracing::warn!(store = %name, %error, "redis rate store unreachable; applying the failure mode");
+                metrics::up(name, false);
+            }
+        }
+    }
+}
+
+use std::sync::atomic::Ordering::Release;
+
+/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+#[derive(Debug)]
+pub struct RedisStoreBuilder {
+    url: String,
+    quota: Quota,
+    prefix: String,
+    timeout: Duration,
+    mode: FailureMode,
+    fallback_max_keys: usize,
+    precheck: Option<usize>,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    name: Option<LayerName>,
+}
+
+impl RedisStore {
+    /// A builder for a store at `url` (`redis://host:port/db`) enforcing
+    /// `quota` per key.
+    pub fn builder(url: impl Into<String>, quota: Quota) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            quota,
+            prefix: "bp".into(),
+            timeout: Duration::from_millis(25),
+            mode: FailureMode::Local { replicas: 1 },
+            fallback_max_keys: 10_000,
+            precheck: None,
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(1),
+            name: None,
+        }
+    }
+
+    /// What the store has done so far.
+    pub fn stats(&self) -> RedisStats {
+        let i = &self.inner;
+        RedisStats {
+            round_trips: i.round_trips.load(Relaxed),
+            errors: i.errors.load(Relaxed),
+            fallbacks: i.fallbacks.load(Relaxed),
+            prechecked: i.prechecked.load(Relaxed),
+            up: i.breaker.up.load(Relaxed),
+        }
+    }
+
+    /// The Redis key name of `key`'s bucket.
+    pub fn key_name<K: RedisKey + ?Sized>(&self, key: &K) -> String {
+        let mut name = String::with_capacity(self.inner.prefix.len() + 24);
+        name.push_str(&self.inner.prefix);
+        name.push_str(":{");
+        key.write_key(&mut name);
+        name.push('}');
+        name
+    }
+
+    /// Checks with an explicit time in microseconds instead of Redis's clock:
+    /// for conformance tests against the in-memory store. Not for
+    /// production: replicas' clocks disagree.
+    #[doc(hidden)]
+    pub async fn check_at<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        cost: u32,
+        max_wait: Duration,
+        now_us: u64,
+    ) -> Result<Decision, BoxError> {
+        let mut conn = self.inner.conn.clone();
+        let reply =
+            round_trip(&self.inner, &mut conn, self.key_name(key), cost, max_wait, Some(now_us))
+                .await?;
+        Ok(self.inner.decision(reply))
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("name", &self.inner.name)
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("mode", &self.inner.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key (default `bp`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The bound on each check (default 25 ms).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do when Redis does not answer (default: a local limit at the
+    /// full quota; set `Local { replicas }` to your replica count).
+    #[must_use]
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Keys the local fallback tracks at most (default 10,000).
+    #[must_use]
+    pub fn fallback_max_keys(mut self, max_keys: usize) -> Self {
+        self.fallback_max_keys = max_keys;
+        self
+    }
+
+    /// Remember up to `max_keys` keys that Redis rejected, and reject them
+    /// locally, without a round trip, until their retry time.
+    #[must_use]
+    pub fn local_precheck(mut self, max_keys: usize) -> Self {
+        self.precheck = Some(max_keys);
+        self
+    }
+
+    /// Consecutive failures before the store stops asking Redis, and how
+    /// often it then probes (defaults 3 and 1 s).
+    #[must_use]
+    pub fn breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.breaker_threshold = threshold;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// The instance name, in logs and metric labels.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<LayerName>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Validates the configuration and connects.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] (boxed) naming an invalid field, or the connection
+    /// error if Redis cannot be reached within the timeout.
+    pub async fn connect(self) -> Result<RedisStore, BoxError> {
+        self.quota.validate(LAYER)?;
+        let t = self
+            .quota
+            .emission_interval()
+            .ok_or_else(|| ConfigError::new(LAYER, "quota", "is invalid"))?;
+        let t_us = u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
+        if t_us == 0 {
+            return Err(ConfigError::new(
+                LAYER,
+                "quota",
+                "must leave at least 1 µs between requests (Redis keeps microseconds)",
+            )
+            .into());
+        }
+        let burst = self.quota.burst_size();
+        let tol_us = t_us.saturating_mul(u64::from(burst));
+        if tol_us > 1 << 50 {
+            return Err(ConfigError::new(
+                LAYER,
+                "quota.burst",
+                "burst × interval is too long for Redis's numbers",
+            )
+            .into());
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(LAYER, "timeout", "must be greater than zero").into());
+        }
+        if self.breaker_threshold == 0 {
+            return Err(ConfigError::new(LAYER, "breaker", "threshold must be at least 1").into());
+        }
+        let fallback = match self.mode {
+            FailureMode::Local { replicas: 0 } => {
+                return Err(
+                    ConfigError::new(LAYER, "failure_mode", "replicas must be at least 1").into()
+                );
+            }
+            FailureMode::Local { replicas } => {
+                let count = (self.quota.count() / replicas).max(1);
+                let burst = (burst / replicas).max(1);
+                Some(KeyedStore::new(
+                    Quota::per(count, self.quota.period()).burst(burst),
+                    self.fallback_max_keys,
+                )?)
+            }
+            _ => None,
+        };
+        let client = redis::Client::open(self.url.as_str())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout.max(Duration::from_millis(100)))
+            .set_response_timeout(self.timeout.max(Duration::from_millis(100)))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            self.timeout.max(Duration::from_secs(1)),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| "timed out connecting to redis")??;
+        let name = self.name.unwrap_or(LayerName::from_static(LAYER));
+        metrics::up(&name, true);
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                script: Script::new(include_str!("gcra.lua")),
+                quota: self.quota,
+                t_us,
+                tol_us,
+                burst,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                mode: self.mode,
+                fallback,
+                hasher: RandomState::new(),
+                precheck: self.precheck.map(|_| Mutex::new(HashMap::new())),
+                precheck_cap: self.precheck.unwrap_or(0),
+                breaker: PathBreaker {
+                    threshold: self.breaker_threshold,
+                    cooldown: u64::try_from(self.breaker_cooldown.as_nanos()).unwrap_or(u64::MAX),
+                    failures: AtomicU32::new(0),
+                    open_until: AtomicU64::new(0),
+                    probing: AtomicBool::new(false),
+                    up: AtomicBool::new(true),
+                },
+                epoch: Instant::now(),
+                name,
+                round_trips: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                fallbacks: AtomicU64::new(0),
+                prechecked: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// The script's answer: allowed, wait (µs), ahead (µs), impossible.
+type Reply = (u8, u64, u64, u8);
+
+async fn round_trip(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    key: String,
+    cost: u32,
+    max_wait: Duration,
+    now_us: Option<u64>,
+) -> Result<Reply, BoxError> {
+    let mut invocation = inner.script.key(key);
+    invocation
+        .arg(inner.t_us)
+        .arg(inner.tol_us)
+        .arg(cost)
+        .arg(u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX))
+        .arg(now_us.map_or(String::new(), |n| n.to_string()));
+    // `invoke_async` sends EVALSHA and, on NOSCRIPT, loads the script and
+    // retries: a restarted Redis or a SCRIPT FLUSH costs one extra trip.
+    match tokio::time::timeout(inner.timeout, invocation.invoke_async::<Reply>(conn)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err("redis check timed out".into()),
+    }
+}
+
+impl Inner {
+    fn now(&self) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+    }
+
+    fn info(&self, ahead_us: u64) -> RateLimitInfo {
+        RateLimitInfo {
+            limit: self.burst,
+            window: self.quota.period(),
+            remaining: u32::try_from(self.tol_us.saturating_sub(ahead_us) / self.t_us)
+                .unwrap_or(u32::MAX)
+                .min(self.burst),
+            reset: Duration::from_micros(ahead_us),
+        }
+    }
+
+    fn decision(&self, (allowed, wait, ahead, impossible): Reply) -> Decision {
+        let verdict = match (allowed, wait, impossible) {
+            (1, 0, _) => Verdict::Allow,
+            (1, wait, _) => Verdict::AllowAfter(Duration::from_micros(wait)),
+            (_, _, 1) => Verdict::Reject { retry_after: None },
+            (_, wait, _) => Verdict::Reject { retry_after: Some(Duration::from_micros(wait)) },
+        };
+        Decision::new(verdict, self.info(ahead))
+    }
+
+    fn fallback(&self, hash: u64, cost: u32, max_wait: Duration) -> Decision {
+        self.fallbacks.fetch_add(1, Relaxed);
+        metrics::fallback(&self.name);
+        match (self.mode, &self.fallback) {
+            (FailureMode::Open, _) => Decision::new(Verdict::Allow, self.info(0)),
+            (FailureMode::Closed, _) => {
+                Decision::new(Verdict::Reject { retry_after: None }, self.info(self.tol_us))
+            }
+            (FailureMode::Local { .. }, Some(store)) => {
+                match RateStore::<u64>::check(store, &hash, cost, max_wait) {
+                    Check::Ready(Ok(decision)) => decision,
+                    // In-memory stores always answer at once.
+                    _ => {
+                        Decision::new(Verdict::Reject { retry_after: None }, self.info(self.tol_us))
+                    }
+                }
+            }
+            (FailureMode::Local { .. }, None) => Decision::new(Verdict::Allow, self.info(0)),
+        }
+    }
+
+    fn prechecked(&self, hash: u64, now: u64) -> Option<Decision> {
+        let map = self.precheck.as_ref()?;
+        let until = *map.lock().unwrap_or_else(PoisonError::into_inner).get(&hash)?;
+        (now < until).then(|| {
+            self.prechecked.fetch_add(1, Relaxed);
+            let retry_after = Duration::from_nanos(until - now);
+            Decision::new(
+                Verdict::Reject { retry_after: Some(retry_after) },
+                self.info(self.tol_us),
+            )
+        })
+    }
+
+    fn remember_denial(&self, hash: u64, now: u64, retry_after: Duration) {
+        let Some(map) = &self.precheck else { return };
+        let until = now.saturating_add(u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX));
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= self.precheck_cap {
+            map.retain(|_, t| *t > now);
+            if map.len() >= self.precheck_cap {
+                return; // full of live denials: skip, never grow
+            }
+        }
+        map.insert(hash, until);
+    }
+}
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<Decision, BoxError>> + Send>>;
+
+impl<K: RedisKey + Hash + ?Sized> RateStore<K> for RedisStore {
+    type Future = CheckFuture;
+
+    fn check(&self, key: &K, cost: u32, max_wait: Duration) -> Check<Self::Future> {
+        let inner = &*self.inner;
+        let hash = inner.hasher.hash_one(key);
+        let now = inner.now();
+        if let Some(decision) = inner.prechecked(hash, now) {
+            return Check::Ready(Ok(decision));
+        }
+        if !inner.breaker.allow(now) {
+            return Check::Ready(Ok(inner.fallback(hash, cost, max_wait)));
+        }
+        let key = self.key_name(key);
+        let inner = Arc::clone(&self.inner);
+        Check::Pending(Box::pin(async move {
+            let mut conn = inner.conn.clone();
+            match round_trip(&inner, &mut conn, key, cost, max_wait, None).await {
+                Ok(reply) => {
+                    inner.round_trips.fetch_add(1, Relaxed);
+                    inner.breaker.success(&inner.name);
+                    let decision = inner.decision(reply);
+                    if let Verdict::Reject { retry_after: Some(after) } = decision.verdict {
+                        inner.remember_denial(hash, inner.now(), after);
+                    }
+                    Ok(decision)
+                }
+                Err(error) => {
+                    inner.errors.fetch_add(1, Relaxed);
+                    metrics::error(&inner.name);
+                    inner.breaker.failure(inner.now(), &inner.name, &error.to_string());
+                    Ok(inner.fallback(hash, cost, max_wait))
+                }
+            }
+        }))
+    }
+
+    fn quota(&self) -> Quota {
+        self.inner.quota
+    }
+}
+
+mod metrics {
+    use backpressure_core::LayerName;
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn up(name: &LayerName, up: bool) {
+        metrics::gauge!("backpressure_redis_up", "name" => name.to_string()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn error(name: &LayerName) {
+        metrics::counter!("backpressure_redis_errors_total", "name" => name.to_string())
+            .increment(1);
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn fallback(name: &LayerName) {
+        metrics::counter!("backpressure_redis_fallback_total", "name" => name.to_string())
+            .increment(1);
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    pub(super) fn up(_name: &LayerName, _up: bool) {}
+
+    #[cfg(not(feature = "metrics"))]
+    pub(super) fn error(_name: &LayerName) {}
+
+    #[cfg(not(feature = "metrics"))]
+    pub(super) fn fallback(_name: &LayerName) {}
+}

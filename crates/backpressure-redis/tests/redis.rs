@@ -1,0 +1,229 @@
+//! The Redis store against a real redis-server that the test starts on a
+//! free loopback port. These tests run in real time: the server's clock is.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use backpressure_core::{BoxError, RejectKind, Rejected};
+use backpressure_rate::{Check, Decision, DirectStore, Quota, RateLimitLayer, RateStore, Verdict};
+use backpressure_redis::testing::RedisServer;
+use backpressure_redis::{FailureMode, RedisStore};
+use tower::{Layer, ServiceExt, service_fn};
+
+async fn check<K>(store: &RedisStore, key: &K, cost: u32) -> Decision
+where
+    K: backpressure_redis::RedisKey + std::hash::Hash + ?Sized,
+{
+    match RateStore::<K>::check(store, key, cost, Duration::ZERO) {
+        Check::Ready(r) => r.expect("decision"),
+        Check::Pending(f) => f.await.expect("decision"),
+    }
+}
+
+fn allowed(d: &Decision) -> bool {
+    !matches!(d.verdict, Verdict::Reject { .. })
+}
+
+#[tokio::test]
+async fn decisions_match_the_in_memory_store() {
+    let server = RedisServer::start();
+    let quota = Quota::per_second(10).burst(5);
+    let redis = RedisStore::builder(server.url(), quota).connect().await.unwrap();
+    let memory = DirectStore::new(quota).unwrap();
+    // A deterministic arrival sequence: gaps of 0..60 ms, costs 1..=3, some
+    // requests allowed to wait up to 150 ms. Times are explicit, identical
+    // for both stores.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let base_us = 1_000_000_000u64;
+    let mut t_us = 0u64;
+    let mut agree = 0;
+    for i in 0..300 {
+        t_us += next() % 60_000;
+        let cost = 1 + (next() % 3) as u32;
+        let max_wait = if i % 4 == 0 { Duration::from_millis(150) } else { Duration::ZERO };
+        let mem = memory.decide_at((base_us + t_us) * 1_000, cost, max_wait);
+        let red = redis.check_at("conformance", cost, max_wait, base_us + t_us).await.unwrap();
+        assert_eq!(red.verdict, mem.verdict, "arrival {i} at {t_us} us, cost {cost}");
+        assert_eq!(red.info(), mem.info(), "header info, arrival {i}");
+        agree += 1;
+    }
+    assert_eq!(agree, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_share_one_global_quota() {
+    let server = RedisServer::start();
+    let quota = Quota::per_second(500).burst(50);
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        // Separate connections, as separate replicas would have.
+        stores.push(
+            RedisStore::builder(server.url(), quota)
+                .timeout(Duration::from_millis(200))
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let admitted = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let run_for = Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for store in stores {
+        let admitted = Arc::clone(&admitted);
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < run_for {
+                if allowed(&check(&store, "shared", 1).await) {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let expected = 50.0 + 500.0 * elapsed;
+    let got = admitted.load(Ordering::Relaxed) as f64;
+    println!(
+        "four replicas admitted {got} in {elapsed:.3} s; the global quota allows {expected:.0}"
+    );
+    assert!((got - expected).abs() <= 0.02 * expected, "{got} vs {expected}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_bounded_and_recovered_from_without_a_restart() {
+    let mut server = RedisServer::start();
+    let port = server.port;
+    let timeout = Duration::from_millis(50);
+    let store = RedisStore::builder(server.url(), Quota::per_second(1_000).burst(1_000))
+        .timeout(timeout)
+        .failure_mode(FailureMode::Local { replicas: 4 })
+        .breaker(3, Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert!(allowed(&check(&store, "k", 1).await));
+    }
+    assert_eq!(store.stats().round_trips, 20);
+
+    server.kill();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..100 {
+        let started = Instant::now();
+        let d = check(&store, "k", 1).await;
+        slowest = slowest.max(started.elapsed());
+        assert!(allowed(&d), "the local fallback (250/s, burst 250) admits this trickle");
+    }
+    let stats = store.stats();
+    println!("outage: slowest check {slowest:?}, {stats:?}");
+    assert!(slowest <= timeout + Duration::from_millis(150), "a check hung for {slowest:?}");
+    assert!(!stats.up);
+    assert!(stats.fallbacks >= 100);
+    assert!(stats.errors <= 5, "the breaker stops paying the timeout: {} errors", stats.errors);
+
+    // Redis comes back empty: no script cached. Checks succeed again, with
+    // no restart of anything on our side.
+    let _server = RedisServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = store.stats().round_trips;
+    while store.stats().round_trips == before {
+        assert!(Instant::now() < deadline, "never recovered: {:?}", store.stats());
+        let _ = check(&store, "k", 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.stats().up);
+    for _ in 0..10 {
+        check(&store, "k", 1).await;
+    }
+    assert!(store.stats().round_trips >= before + 10);
+}
+
+#[tokio::test]
+async fn the_failure_modes_apply_within_the_timeout() {
+    for (mode, expect_allowed) in [(FailureMode::Open, true), (FailureMode::Closed, false)] {
+        let mut server = RedisServer::start();
+        let store = RedisStore::builder(server.url(), Quota::per_second(1))
+            .timeout(Duration::from_millis(30))
+            .failure_mode(mode)
+            .connect()
+            .await
+            .unwrap();
+        server.kill();
+        let started = Instant::now();
+        let d = check(&store, "k", 1).await;
+        assert!(started.elapsed() <= Duration::from_millis(200));
+        assert_eq!(allowed(&d), expect_allowed, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_script_flush_is_survived() {
+    let server = RedisServer::start();
+    let store =
+        RedisStore::builder(server.url(), Quota::per_second(10_000)).connect().await.unwrap();
+    for _ in 0..5 {
+        check(&store, "k", 1).await;
+    }
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    for _ in 0..5 {
+        assert!(allowed(&check(&store, "k", 1).await));
+    }
+    let stats = store.stats();
+    assert_eq!((stats.round_trips, stats.errors, stats.fallbacks), (10, 0, 0));
+}
+
+#[tokio::test]
+async fn keys_expire_once_refilled_and_denials_are_prechecked_locally() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url(), Quota::per_second(10).burst(1))
+        .local_precheck(1_000)
+        .connect()
+        .await
+        .unwrap();
+    assert!(allowed(&check(&store, &42u64, 1).await));
+    let d = check(&store, &42u64, 1).await;
+    assert!(!allowed(&d), "the second within 100 ms is over the limit");
+    let trips = store.stats().round_trips;
+    let d = check(&store, &42u64, 1).await;
+    assert!(matches!(d.verdict, Verdict::Reject { retry_after: Some(_) }));
+    assert_eq!(store.stats().round_trips, trips, "decided locally");
+    assert_eq!(store.stats().prechecked, 1);
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = store.key_name(&42u64);
+    assert_eq!(key, "bp:{42}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!((1..=102).contains(&ttl), "expires once refilled: {ttl} ms");
+}
+
+#[tokio::test]
+async fn behind_the_layer_a_rejection_carries_retry_after() {
+    let server = RedisServer::start();
+    let store =
+        RedisStore::builder(server.url(), Quota::per_second(2).burst(1)).connect().await.unwrap();
+    let layer = RateLimitLayer::with_store(store).keyed(|n: &u32| *n).build().unwrap();
+    let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    assert_eq!(svc.clone().oneshot(7).await.unwrap(), 7);
+    let err = svc.clone().oneshot(7).await.unwrap_err();
+    let rejected = Rejected::find(&err).unwrap();
+    assert_eq!(rejected.kind(), RejectKind::RateLimited);
+    let after = rejected.retry_after().unwrap();
+    assert!(after > Duration::from_millis(400) && after <= Duration::from_millis(500), "{after:?}");
+    assert_eq!(svc.oneshot(8).await.unwrap(), 8, "another key, another bucket");
+}
