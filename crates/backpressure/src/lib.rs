@@ -43,11 +43,11 @@
 //! | [`rate`] | `backpressure-rate` | GCRA, direct and keyed, bounded key memory, exact `Retry-After`, bounded wait, shadow mode |
 //! | [`shed`] | `backpressure-shed` | priority-aware shedding on limiter occupancy, event-loop lag, in-flight or custom signals |
 //! | [`breaker`] | `backpressure-breaker` | circuit breaker with sliding count/time windows, slow calls, backoff; SRE adaptive throttling |
+//! | `http` (feature) | `backpressure-http` | `RespondLayer` (429/503/504, gRPC statuses, `Retry-After`, `RateLimit` headers), `ClientIp` with trusted hops, priority header |
 //! | `redis` (feature) | `backpressure-redis` | a `RateStore` on Redis: one Lua round trip, Redis time, bounded failure modes |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
-//! The HTTP
-//! respond layer and the presets land as their crates do; the recommended
+//! The server and client presets land with their issues; the recommended
 //! order of a full stack is in the project's design notes and will be
 //! justified here with the server preset.
 
@@ -71,6 +71,11 @@ pub use backpressure_shed as shed;
 
 /// Circuit breakers with sliding windows, and adaptive client-side throttling.
 pub use backpressure_breaker as breaker;
+
+/// HTTP and gRPC glue: rejections as responses, client-IP and priority
+/// extractors (feature `http`).
+#[cfg(feature = "http")]
+pub use backpressure_http as http;
 
 /// A global rate limit on Redis (feature `redis`).
 #[cfg(feature = "redis")]

@@ -1,0 +1,45 @@
+//! HTTP and gRPC glue for the `backpressure` layers.
+//!
+//! - [`RespondLayer`]: the outermost layer of a server stack. Rejections
+//!   become 429 / 503 / 504 (or gRPC `RESOURCE_EXHAUSTED` / `UNAVAILABLE` /
+//!   `DEADLINE_EXCEEDED`) with `Retry-After`, `RateLimit-Policy`, `RateLimit`
+//!   or `grpc-retry-pushback-ms`; other errors an empty 500. The stack's
+//!   error becomes `Infallible`, so it drops into `axum::Router::layer` with
+//!   no `HandleErrorLayer`.
+//! - Extractors: [`ClientIp`] (peer address, or `n` trusted proxies back
+//!   through `Forwarded` / `X-Forwarded-For`), [`HeaderKey`], [`PathKey`],
+//!   [`MethodKey`], [`PriorityHeader`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use backpressure_concurrency::ConcurrencyLimitLayer;
+//! use backpressure_http::{ClientIp, RespondLayer};
+//! use backpressure_rate::{Quota, RateLimitLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), backpressure_core::ConfigError> {
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             .layer(RespondLayer::new())
+//!             .layer(RateLimitLayer::builder(Quota::per_second(50)).keyed(ClientIp::peer()).build()?)
+//!             .layer(ConcurrencyLimitLayer::new(64)?),
+//!     );
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Still to come (see the HTTP issue): body-held permits for streaming
+//! responses, tonic's `NamedService` forwarding, and the server preset.
+
+#![deny(missing_docs)]
+
+mod extract;
+mod respond;
+
+pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
+pub use respond::{
+    Internal, OnError, Respond, RespondFuture, RespondLayer, insert_rate_limit, rejection_response,
+};

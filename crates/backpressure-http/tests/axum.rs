@@ -1,0 +1,213 @@
+//! End to end over real loopback: axum served on 127.0.0.1:0, requests on
+//! separate TCP connections, raw HTTP/1.1.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, routing::get};
+use backpressure_concurrency::ConcurrencyLimitLayer;
+use backpressure_http::RespondLayer;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tower::ServiceBuilder;
+
+/// Sends one request on its own connection; returns the status and headers.
+async fn request(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())))
+        .collect();
+    (status, headers)
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .expect("serve");
+    });
+    addr
+}
+
+/// A handler that counts how many run at once and waits for the test.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<Semaphore>,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Gate { open: Arc::new(Semaphore::new(0)), running: Arc::default(), peak: Arc::default() }
+    }
+
+    fn router(&self) -> Router {
+        let gate = self.clone();
+        Router::new().route(
+            "/",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
+                    gate.peak.fetch_max(now, Ordering::SeqCst);
+                    let _permit = gate.open.acquire().await.expect("gate");
+                    gate.running.fetch_sub(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+    }
+
+    async fn wait_for_running(&self, n: usize) {
+        for _ in 0..1_000 {
+            if self.running.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("only {} handlers started, expected {n}", self.running.load(Ordering::SeqCst));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_holds_across_fifty_connections() {
+    let gate = Gate::new();
+    let app = gate.router().layer(
+        ServiceBuilder::new()
+            .layer(RespondLayer::new())
+            .layer(ConcurrencyLimitLayer::builder().limit(5).max_queue(0).build().unwrap()),
+    );
+    let addr = serve(app).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(tokio::spawn(request(addr, &[])));
+    }
+    gate.wait_for_running(5).await;
+    // The 45 others are answered at once, while the 5 still hold their permits.
+    let mut statuses = Vec::new();
+    let mut pending = Vec::new();
+    for c in clients {
+        if c.is_finished() {
+            statuses.push(c.await.unwrap().0);
+        } else {
+            pending.push(c);
+        }
+    }
+    for _ in 0..1_000 {
+        if pending.iter().filter(|c| c.is_finished()).count() + statuses.len() >= 45 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    gate.open.add_permits(50);
+    for c in pending {
+        statuses.push(c.await.unwrap().0);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let unavailable = statuses.iter().filter(|s| **s == 503).count();
+    println!(
+        "ours: peak {} handlers at once; {ok} x 200, {unavailable} x 503",
+        gate.peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(gate.peak.load(Ordering::SeqCst), 5, "the limit held across connections");
+    assert_eq!((ok, unavailable), (5, 45));
+}
+
+#[cfg(feature = "axum")]
+mod headers {
+    use super::*;
+    use backpressure_http::ClientIp;
+    use backpressure_rate::{Quota, RateLimitLayer};
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_429_carries_retry_after_and_ratelimit_headers() {
+        let app = Router::new().route("/", get(|| async { "ok" })).layer(
+            ServiceBuilder::new().layer(RespondLayer::new()).layer(
+                RateLimitLayer::builder(Quota::per_minute(2).burst(2))
+                    .keyed(ClientIp::peer())
+                    .build()
+                    .unwrap(),
+            ),
+        );
+        let addr = serve(app).await;
+        assert_eq!(request(addr, &[]).await.0, 200);
+        assert_eq!(request(addr, &[]).await.0, 200);
+        let (status, headers) = request(addr, &[]).await;
+        assert_eq!(status, 429);
+        assert_eq!(header(&headers, "retry-after"), Some("30"), "one unit of 2/min frees in 30 s");
+        assert_eq!(header(&headers, "ratelimit-policy"), Some("\"default\";q=2;w=60"));
+        assert_eq!(header(&headers, "ratelimit"), Some("\"default\";r=0;t=60"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spoofed_forwarded_for_entries_do_not_change_the_key() {
+        // Behind one trusted proxy that appends 203.0.113.9.
+        let app = Router::new().route("/", get(|| async { "ok" })).layer(
+            ServiceBuilder::new().layer(RespondLayer::new()).layer(
+                RateLimitLayer::builder(Quota::per_minute(1).burst(1))
+                    .keyed(ClientIp::behind_proxies(1))
+                    .build()
+                    .unwrap(),
+            ),
+        );
+        let addr = serve(app).await;
+        assert_eq!(request(addr, &[("x-forwarded-for", "1.1.1.1, 203.0.113.9")]).await.0, 200);
+        for spoof in ["2.2.2.2", "3.3.3.3, 4.4.4.4", "not-an-ip", ""] {
+            let xff = format!("{spoof}, 203.0.113.9");
+            let (status, _) = request(addr, &[("x-forwarded-for", &xff)]).await;
+            assert_eq!(status, 429, "spoofed prefix {spoof:?} must not buy a new bucket");
+        }
+        // A different real client (as the proxy reports it) has its own.
+        assert_eq!(request(addr, &[("x-forwarded-for", "203.0.113.10")]).await.0, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_requests_get_grpc_statuses() {
+        let app = Router::new().route("/", get(|| async { "ok" })).layer(
+            ServiceBuilder::new()
+                .layer(RespondLayer::new())
+                .layer(RateLimitLayer::builder(Quota::per_second(1).burst(1)).build().unwrap()),
+        );
+        let addr = serve(app).await;
+        let grpc = [("content-type", "application/grpc")];
+        assert_eq!(request(addr, &grpc).await.0, 200);
+        let (status, headers) = request(addr, &grpc).await;
+        assert_eq!(status, 200, "trailers-only gRPC response");
+        assert_eq!(header(&headers, "grpc-status"), Some("8"));
+        let pushback: u64 = header(&headers, "grpc-retry-pushback-ms").unwrap().parse().unwrap();
+        assert!(pushback > 0 && pushback <= 1_000);
+    }
+}
