@@ -62,6 +62,11 @@ impl<P, D, C> ConcurrencyLimitLayer<P, D, C> {
     pub fn handle(&self) -> ConcurrencyLimitHandle {
         ConcurrencyLimitHandle::new(Arc::clone(&self.shared))
     }
+
+    /// The longest a request may wait in the queue.
+    pub fn max_wait(&self) -> Duration {
+        self.shared.max_wait
+    }
 }
 
 impl<P: Clone, D: Clone, C: Clone> Clone for ConcurrencyLimitLayer<P, D, C> {

@@ -47,9 +47,10 @@
 //! | `redis` (feature) | `backpressure-redis` | a `RateStore` on Redis: one Lua round trip, Redis time, bounded failure modes |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //!
-//! The server and client presets land with their issues; the recommended
-//! order of a full stack is in the project's design notes and will be
-//! justified here with the server preset.
+//! With the `http` feature, [`preset::ServerPreset`] stacks them in the
+//! recommended order in front of an axum or tonic service, and its docs
+//! explain the order and what goes wrong in the others. The client preset
+//! lands with its issue.
 
 #![deny(missing_docs)]
 
@@ -76,6 +77,14 @@ pub use backpressure_breaker as breaker;
 /// extractors (feature `http`).
 #[cfg(feature = "http")]
 pub use backpressure_http as http;
+
+mod builder_ext;
+pub use builder_ext::ServiceBuilderExt;
+
+/// The server preset: the whole stack in the recommended order (feature
+/// `http`).
+#[cfg(feature = "http")]
+pub mod preset;
 
 /// A global rate limit on Redis (feature `redis`).
 #[cfg(feature = "redis")]

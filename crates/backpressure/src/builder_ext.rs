@@ -1,0 +1,127 @@
+//! One `ServiceBuilder` method per layer, plus the preset.
+
+use backpressure_breaker::CircuitBreakerLayer;
+use backpressure_concurrency::ConcurrencyLimitLayer;
+use backpressure_rate::RateLimitLayer;
+use backpressure_shed::LoadShedLayer;
+use backpressure_timeout::TimeoutLayer;
+use tower::ServiceBuilder;
+use tower_layer::Stack;
+
+mod sealed {
+    pub trait Sealed {}
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+/// Adds the `backpressure` layers to a [`ServiceBuilder`], outermost first,
+/// like tower-http's extension trait. The names differ from `ServiceBuilder`'s
+/// own `timeout` / `rate_limit` / `load_shed` / `concurrency_limit` (tower's
+/// layers), which would otherwise shadow them.
+///
+/// ```
+/// use std::time::Duration;
+/// use backpressure::ServiceBuilderExt;
+/// use backpressure::{concurrency::ConcurrencyLimitLayer, timeout::TimeoutLayer};
+/// use tower::ServiceBuilder;
+///
+/// # fn main() -> Result<(), backpressure::core::ConfigError> {
+/// let stack = ServiceBuilder::new()
+///     .deadline(TimeoutLayer::new(Duration::from_secs(5))?)
+///     .concurrency_limited(ConcurrencyLimitLayer::new(32)?)
+///     .service_fn(|n: u32| async move { Ok::<_, backpressure::core::BoxError>(n) });
+/// # let _ = stack;
+/// # Ok(())
+/// # }
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
+    /// A [`TimeoutLayer`]: one deadline over readiness and the call.
+    fn deadline<T, P>(
+        self,
+        layer: TimeoutLayer<T, P>,
+    ) -> ServiceBuilder<Stack<TimeoutLayer<T, P>, L>>;
+
+    /// A [`RateLimitLayer`].
+    fn rate_limited<E, C, St>(
+        self,
+        layer: RateLimitLayer<E, C, St>,
+    ) -> ServiceBuilder<Stack<RateLimitLayer<E, C, St>, L>>;
+
+    /// A [`LoadShedLayer`].
+    fn shed_load<P, E>(
+        self,
+        layer: LoadShedLayer<P, E>,
+    ) -> ServiceBuilder<Stack<LoadShedLayer<P, E>, L>>;
+
+    /// A [`ConcurrencyLimitLayer`].
+    fn concurrency_limited<P, D, C>(
+        self,
+        layer: ConcurrencyLimitLayer<P, D, C>,
+    ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer<P, D, C>, L>>;
+
+    /// A [`CircuitBreakerLayer`].
+    fn circuit_breaker<C>(
+        self,
+        layer: CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>>;
+
+    /// The [`RespondLayer`](crate::http::RespondLayer): rejections as responses.
+    #[cfg(feature = "http")]
+    fn respond(self) -> ServiceBuilder<Stack<backpressure_http::RespondLayer, L>>;
+
+    /// The whole [`ServerPreset`](crate::preset::ServerPreset).
+    #[cfg(feature = "http")]
+    fn server_preset<R, B>(
+        self,
+        preset: crate::preset::ServerPreset<R, B>,
+    ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B>, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn deadline<T, P>(
+        self,
+        layer: TimeoutLayer<T, P>,
+    ) -> ServiceBuilder<Stack<TimeoutLayer<T, P>, L>> {
+        self.layer(layer)
+    }
+
+    fn rate_limited<E, C, St>(
+        self,
+        layer: RateLimitLayer<E, C, St>,
+    ) -> ServiceBuilder<Stack<RateLimitLayer<E, C, St>, L>> {
+        self.layer(layer)
+    }
+
+    fn shed_load<P, E>(
+        self,
+        layer: LoadShedLayer<P, E>,
+    ) -> ServiceBuilder<Stack<LoadShedLayer<P, E>, L>> {
+        self.layer(layer)
+    }
+
+    fn concurrency_limited<P, D, C>(
+        self,
+        layer: ConcurrencyLimitLayer<P, D, C>,
+    ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer<P, D, C>, L>> {
+        self.layer(layer)
+    }
+
+    fn circuit_breaker<C>(
+        self,
+        layer: CircuitBreakerLayer<C>,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "http")]
+    fn respond(self) -> ServiceBuilder<Stack<backpressure_http::RespondLayer, L>> {
+        self.layer(backpressure_http::RespondLayer::new())
+    }
+
+    #[cfg(feature = "http")]
+    fn server_preset<R, B>(
+        self,
+        preset: crate::preset::ServerPreset<R, B>,
+    ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B>, L>> {
+        self.layer(preset)
+    }
+}

@@ -1,0 +1,192 @@
+//! The server preset: the whole stack, in the recommended order, as one
+//! layer.
+
+use std::time::Duration;
+
+use backpressure_concurrency::{
+    ConcurrencyLimit, ConcurrencyLimitHandle, ConcurrencyLimitLayer, Gradient2,
+};
+use backpressure_core::{ConfigError, CurrentDeadline, HttpClassify};
+use backpressure_http::{Internal, PriorityHeader, Respond, RespondLayer};
+use backpressure_shed::{LoadShed, LoadShedLayer};
+use backpressure_timeout::{HttpDeadline, Timeout, TimeoutLayer};
+use tower_layer::{Identity, Layer};
+
+/// The concurrency limit the preset uses: priorities from the `priority`
+/// header, the deadline from the timeout above it, HTTP 5xx and 429 as drops.
+pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadline, HttpClassify>;
+
+/// The whole server stack in the recommended order, as one [`Layer`]:
+///
+/// 1. **respond** — rejections become 429 / 503 / 504 (or gRPC statuses)
+///    with `Retry-After`; the error type becomes `Infallible`;
+/// 2. **timeout** — one deadline from arrival, covering every wait below,
+///    honouring an incoming `grpc-timeout`;
+/// 3. **rate limit** (optional, [`rate_limit`](Self::rate_limit)) — per
+///    client, the cheapest rejection first;
+/// 4. **load shed** — by priority, on the concurrency limit's occupancy;
+/// 5. **concurrency limit** — adaptive (Gradient2) by default, with a bounded
+///    queue that never waits past the deadline;
+/// 6. **circuit breaker** (optional, [`breaker`](Self::breaker));
+/// 7. your service.
+///
+/// Why this order, and what goes wrong in the others:
+///
+/// - *respond outermost*: every rejection below must become a response;
+///   anywhere lower, the layers above it see errors axum cannot serve.
+/// - *timeout above the queue*: the deadline must start at arrival and cover
+///   queueing. Below the concurrency limit it would only time the handler,
+///   and requests could wait in the queue long after their client left.
+/// - *rate limit above shedding and the limiter*: it is the cheapest check
+///   and per client; below the limiter, an abusive client would hold
+///   permits (and queue slots) before being told to slow down, crowding out
+///   everybody else.
+/// - *shed above the limiter*: it reads the limiter's occupancy and drops
+///   low-priority work before it takes a queue slot; below it, shed
+///   requests would already have waited for a permit.
+/// - *breaker innermost*: it judges the dependency, so it must only see
+///   requests that reached it; above the limiter it would count our own
+///   queue timeouts and overload rejections as the dependency's failures
+///   (our classifiers ignore them, but then it learns nothing while they
+///   happen).
+///
+/// ```
+/// use backpressure::preset::ServerPreset;
+/// use backpressure::rate::{Quota, RateLimitLayer};
+/// use backpressure::breaker::CircuitBreakerLayer;
+/// use backpressure::http::ClientIp;
+///
+/// # fn main() -> Result<(), backpressure::core::ConfigError> {
+/// let preset = ServerPreset::new()?
+///     .rate_limit(RateLimitLayer::builder(Quota::per_second(20)).keyed(ClientIp::peer()).build()?)
+///     .breaker(CircuitBreakerLayer::new()?);
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .layer(preset);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerPreset<R = Identity, B = Identity> {
+    timeout: TimeoutLayer<(), HttpDeadline>,
+    rate: R,
+    shed: LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>,
+    concurrency: PresetConcurrency,
+    breaker: B,
+}
+
+impl ServerPreset {
+    /// Safe defaults for a typical service: a 10 s deadline; an adaptive
+    /// (Gradient2) limit starting at 20 with a queue of 100 and waits of at
+    /// most 1 s; priorities from the `priority` header; shedding on the
+    /// limit's occupancy. No rate limit and no breaker until you add them.
+    ///
+    /// # Errors
+    ///
+    /// Never with the defaults.
+    pub fn new() -> Result<Self, ConfigError> {
+        let concurrency = ConcurrencyLimitLayer::builder()
+            .adaptive(Gradient2::new())
+            .max_queue(100)
+            .max_wait(Duration::from_secs(1))
+            .priority(PriorityHeader::default())
+            .classify(HttpClassify)
+            .name("server")
+            .build()?;
+        Self::with_concurrency(concurrency, Duration::from_secs(10))
+    }
+
+    /// The preset around a concurrency limit of your own (fixed, another
+    /// algorithm, other queue settings), with a `timeout`.
+    ///
+    /// Warns (a `tracing` warning) when the timeout is shorter than the
+    /// queue's longest wait: requests would then be cut by the timeout
+    /// rather than rejected early by the queue.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `timeout` if it is zero.
+    pub fn with_concurrency(
+        concurrency: PresetConcurrency,
+        timeout: Duration,
+    ) -> Result<Self, ConfigError> {
+        let shed = LoadShedLayer::builder(concurrency.handle())
+            .priority(PriorityHeader::default())
+            .name("server")
+            .build()?;
+        let preset = ServerPreset {
+            timeout: TimeoutLayer::new(timeout)?.propagate(HttpDeadline::server()),
+            rate: Identity::new(),
+            shed,
+            concurrency,
+            breaker: Identity::new(),
+        };
+        preset.check_guard_rails();
+        Ok(preset)
+    }
+}
+
+impl<R, B> ServerPreset<R, B> {
+    /// Adds a rate limit (third in the stack).
+    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B> {
+        ServerPreset {
+            timeout: self.timeout,
+            rate,
+            shed: self.shed,
+            concurrency: self.concurrency,
+            breaker: self.breaker,
+        }
+    }
+
+    /// Adds a circuit breaker (innermost).
+    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2> {
+        ServerPreset {
+            timeout: self.timeout,
+            rate: self.rate,
+            shed: self.shed,
+            concurrency: self.concurrency,
+            breaker,
+        }
+    }
+
+    /// The concurrency limit's handle (limit, in-flight, queue).
+    pub fn concurrency_handle(&self) -> ConcurrencyLimitHandle {
+        self.concurrency.handle()
+    }
+
+    fn check_guard_rails(&self) {
+        let snapshot = self.concurrency.handle().snapshot();
+        let max_wait = self.concurrency.max_wait();
+        if snapshot.max_queue > 0 && self.timeout.timeout() < max_wait {
+            tracing::warn!(
+                timeout = ?self.timeout.timeout(),
+                ?max_wait,
+                "server preset: the timeout is shorter than the queue's max_wait; queued requests will time out instead of being rejected early"
+            );
+        }
+    }
+}
+
+type Inner<B, S> = LoadShed<
+    ConcurrencyLimit<<B as Layer<S>>::Service, PriorityHeader, CurrentDeadline, HttpClassify>,
+    ConcurrencyLimitHandle,
+    PriorityHeader,
+>;
+
+impl<S, R, B> Layer<S> for ServerPreset<R, B>
+where
+    B: Layer<S>,
+    R: Layer<Inner<B, S>>,
+{
+    type Service = Respond<Timeout<R::Service, (), HttpDeadline>, Internal>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let svc = self.breaker.layer(inner);
+        let svc = self.concurrency.layer(svc);
+        let svc = self.shed.layer(svc);
+        let svc = self.rate.layer(svc);
+        let svc = self.timeout.layer(svc);
+        RespondLayer::new().layer(svc)
+    }
+}

@@ -1,0 +1,79 @@
+//! The server preset in front of a real axum router, over loopback: six
+//! layers, no type annotations on the user's side.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{Router, routing::get};
+use backpressure::{
+    ServiceBuilderExt,
+    breaker::CircuitBreakerLayer,
+    concurrency::ConcurrencyLimitLayer,
+    core::HttpClassify,
+    http::{ClientIp, PriorityHeader},
+    preset::ServerPreset,
+    rate::{Quota, RateLimitLayer},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+async fn status(addr: SocketAddr, extra: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    String::from_utf8_lossy(&raw).split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status")
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .expect("serve");
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_preset_drops_into_an_axum_router() {
+    let preset = ServerPreset::new()
+        .unwrap()
+        .rate_limit(
+            RateLimitLayer::builder(Quota::per_minute(3).burst(3))
+                .keyed(ClientIp::peer())
+                .build()
+                .unwrap(),
+        )
+        .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap());
+    let handle = preset.concurrency_handle();
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(preset);
+    let addr = serve(app).await;
+    for _ in 0..3 {
+        assert_eq!(status(addr, "").await, 200);
+    }
+    assert_eq!(status(addr, "").await, 429, "the per-client rate limit");
+    assert_eq!(handle.in_flight(), 0);
+    assert_eq!(handle.limit(), 20, "Gradient2's initial limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preset_through_service_builder_with_a_fixed_limit() {
+    let concurrency = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(0)
+        .priority(PriorityHeader::default())
+        .classify(HttpClassify)
+        .build()
+        .unwrap();
+    let preset = ServerPreset::with_concurrency(concurrency, Duration::from_secs(5)).unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(tower::ServiceBuilder::new().server_preset(preset));
+    let addr = serve(app).await;
+    assert_eq!(status(addr, "priority: sheddable\r\n").await, 200);
+    assert_eq!(status(addr, "").await, 200);
+}
