@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::LayerName;
+use backpressure_core::{Draw, LayerName};
 use tokio::time::Instant;
 
 use crate::window::{CountWindow, Counts, Mark, TimeWindow};
@@ -115,7 +115,7 @@ pub(crate) struct Shared {
     probes_failed: AtomicU32,
     probes_slow: AtomicU32,
     consecutive_opens: AtomicU32,
-    rng: AtomicU64,
+    rng: Draw,
     listener: Option<Listener>,
     pub(crate) name: LayerName,
     pub(crate) rejected: AtomicU64,
@@ -155,7 +155,7 @@ impl Shared {
             probes_failed: AtomicU32::new(0),
             probes_slow: AtomicU32::new(0),
             consecutive_opens: AtomicU32::new(0),
-            rng: AtomicU64::new(seed),
+            rng: Draw::new(seed),
             listener,
             name,
             rejected: AtomicU64::new(0),
@@ -292,15 +292,9 @@ impl Shared {
         let Some(b) = self.config.backoff else { return base };
         let grown = base.as_secs_f64() * b.multiplier.powi(consecutive.min(64) as i32);
         let capped = grown.min(b.max.as_secs_f64());
-        let spread = if b.jitter > 0.0 { (self.draw() * 2.0 - 1.0) * b.jitter } else { 0.0 };
+        let spread =
+            if b.jitter > 0.0 { (self.rng.next_f64() * 2.0 - 1.0) * b.jitter } else { 0.0 };
         Duration::from_secs_f64((capped * (1.0 + spread)).max(0.0))
-    }
-
-    fn draw(&self) -> f64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn reopen(&self, now: u64, from: State) {

@@ -3,7 +3,6 @@
 use std::{
     fmt,
     future::Future,
-    hash::{BuildHasher, RandomState},
     pin::Pin,
     sync::{
         Arc,
@@ -14,7 +13,8 @@ use std::{
 };
 
 use backpressure_core::{
-    BoxError, Classify, ConfigError, DefaultClassify, LayerName, Outcome, RejectKind, Rejected,
+    BoxError, Classify, ConfigError, DefaultClassify, Draw, LayerName, Outcome, RejectKind,
+    Rejected,
 };
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -32,7 +32,7 @@ struct Shared {
     k: f64,
     max_probability: f64,
     epoch: Instant,
-    rng: AtomicU64,
+    rng: Draw,
     rejected: AtomicU64,
     name: LayerName,
 }
@@ -51,13 +51,6 @@ impl Shared {
     fn probability(&self, requests: u64, accepts: u64) -> f64 {
         let p = (requests as f64 - self.k * accepts as f64) / (requests as f64 + 1.0);
         p.clamp(0.0, self.max_probability)
-    }
-
-    fn draw(&self) -> f64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -245,14 +238,13 @@ impl<C> AdaptiveThrottleBuilder<C> {
             return Err(ConfigError::new(LAYER, "max_probability", "must be in (0, 1]"));
         }
         let width = duration_nanos(self.window) / self.buckets as u64;
-        let seed = self.seed.unwrap_or_else(|| RandomState::new().hash_one(1u8));
         Ok(AdaptiveThrottleLayer {
             shared: Arc::new(Shared {
                 window: TimeWindow::new(self.buckets, width),
                 k: self.k,
                 max_probability: self.max_probability,
                 epoch: Instant::now(),
-                rng: AtomicU64::new(seed),
+                rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
                 rejected: AtomicU64::new(0),
                 name: self.name.unwrap_or(LayerName::from_static(LAYER)),
             }),
@@ -334,7 +326,7 @@ where
         let (requests, accepts) = shared.counts(now);
         let p = shared.probability(requests, accepts);
         shared.window.add(now, 1);
-        if p > 0.0 && shared.draw() < p {
+        if p > 0.0 && shared.rng.next_f64() < p {
             shared.rejected.fetch_add(1, Relaxed);
             let error =
                 Rejected::new(RejectKind::Overloaded).with_layer(shared.name.clone()).into();

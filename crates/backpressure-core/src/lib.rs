@@ -51,6 +51,7 @@
 mod classify;
 mod config;
 mod deadline;
+mod draw;
 mod extract;
 mod pressure;
 mod priority;
@@ -61,6 +62,7 @@ pub use classify::HttpClassify;
 pub use classify::{Classify, ClassifyError, DefaultClassify, Outcome};
 pub use config::ConfigError;
 pub use deadline::{Deadline, PendingDeadline};
+pub use draw::Draw;
 pub use extract::{CurrentDeadline, DefaultPriority, Extract};
 #[cfg(feature = "http")]
 pub use extract::{ExtensionDeadline, ExtensionPriority};

@@ -1,13 +1,12 @@
 use std::{
     fmt,
-    hash::{BuildHasher, RandomState},
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize},
     },
 };
 
-use backpressure_core::{ConfigError, DefaultPriority, LayerName, Pressure};
+use backpressure_core::{ConfigError, DefaultPriority, Draw, LayerName, Pressure};
 use tower_layer::Layer;
 
 use crate::{LoadShed, LoadShedHandle, NoSignal, Thresholds, signal::InFlight};
@@ -19,22 +18,9 @@ pub(crate) struct Shared<P> {
     pub(crate) thresholds: Thresholds,
     pub(crate) in_flight: Option<Arc<InFlight>>,
     pub(crate) shed_not_ready: bool,
-    pub(crate) rng: AtomicU64,
+    pub(crate) rng: Draw,
     pub(crate) name: LayerName,
     pub(crate) shed: [AtomicU64; 4],
-}
-
-impl<P> Shared<P> {
-    /// One pseudo-random draw in [0, 1): SplitMix64 over an atomic counter,
-    /// lock-free, and deterministic for a seed on one thread.
-    #[inline]
-    pub(crate) fn draw(&self) -> f64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Applies [`LoadShed`]: sheds requests by priority when a pressure signal
@@ -199,14 +185,14 @@ impl<P, E> LoadShedBuilder<P, E> {
             Some(threshold) => Some(Arc::new(InFlight { count: AtomicUsize::new(0), threshold })),
             None => None,
         };
-        let seed = self.seed.unwrap_or_else(|| RandomState::new().hash_one(0u8));
+
         Ok(LoadShedLayer {
             shared: Arc::new(Shared {
                 signal: self.signal,
                 thresholds: self.thresholds,
                 in_flight,
                 shed_not_ready: self.shed_not_ready,
-                rng: AtomicU64::new(seed),
+                rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
                 name: self.name.unwrap_or(LayerName::from_static(LAYER)),
                 shed: Default::default(),
             }),

@@ -99,7 +99,7 @@ where
         let probability = shared.thresholds.probability(priority, pressure);
         // Draw only inside a ramp: below it nothing is spent, above it
         // everything is shed.
-        if probability >= 1.0 || (probability > 0.0 && shared.draw() < probability) {
+        if probability >= 1.0 || (probability > 0.0 && shared.rng.next_f64() < probability) {
             return ResponseFuture::rejected(self.reject(priority));
         }
         let guard = shared.in_flight.as_ref().map(|c| {
