@@ -52,9 +52,7 @@ fn bytes_per_key_ours_and_governors() {
     let _ctx = rt.enter();
 
     let before = LIVE.load(Relaxed);
-    // The cap is per shard: with exactly KEYS slots a few shards fill early
-    // (about 1 % of keys overflow), so give the store headroom to track all.
-    let ours = KeyedStore::new(Quota::per_second(10), 2 * KEYS as usize).unwrap();
+    let ours = KeyedStore::new(Quota::per_second(10), KEYS as usize).unwrap();
     for k in 0..KEYS {
         let _ = RateStore::<u64>::check(&ours, &k, 1, Duration::ZERO);
     }
@@ -86,7 +84,7 @@ fn bytes_per_key_ours_and_governors() {
     // its 64-bit hash.
     let ip = |k: u64| std::net::IpAddr::from(std::net::Ipv6Addr::from(u128::from(k) << 16));
     let before = LIVE.load(Relaxed);
-    let ours = KeyedStore::new(Quota::per_second(10), 2 * KEYS as usize).unwrap();
+    let ours = KeyedStore::new(Quota::per_second(10), KEYS as usize).unwrap();
     for k in 0..KEYS {
         let _ = RateStore::<std::net::IpAddr>::check(&ours, &ip(k), 1, Duration::ZERO);
     }

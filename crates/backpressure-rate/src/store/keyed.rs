@@ -4,7 +4,7 @@ use std::{
     hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed},
+        atomic::{AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -22,7 +22,7 @@ const SWEEP_GAP_NANOS: u64 = 1_000_000;
 /// - **Keys are hashed, not stored**: a bucket is 16 bytes plus the table's
 ///   control byte (a 64-bit hash of the key under a secret per-store SipHash
 ///   key, and the TAT), whatever the key type. Measured at the cap under a
-///   key spray, the tables hold 48.7 bytes per `max_keys` slot (churn leaves
+///   key spray, the tables hold 48.4 bytes per `max_keys` slot (churn leaves
 ///   tombstones, so a table at its cap grows one size step and stays there). An attacker cannot aim two keys at one bucket without the
 ///   secret; an accidental collision (odds ~n²/2⁶⁴) makes two keys share a
 ///   quota — it never grants more.
@@ -33,11 +33,12 @@ const SWEEP_GAP_NANOS: u64 = 1_000_000;
 ///   grace period (the quota's period, at most 10 s), so that a client
 ///   using its quota steadily keeps its bucket and cannot be displaced by a
 ///   spray. No background task, nothing to call.
-/// - **The cap is per shard** (`max_keys / shards`, up to 64 shards), so the
-///   lock stays per shard too. Keys do not hash perfectly evenly: measured
-///   with 100,000 keys and `max_keys = 100_000`, 98,963 got their own bucket
-///   and the rest shared the overflow bucket. Size `max_keys` a little above
-///   the clients you expect to track.
+/// - **The cap is exact**: one atomic count of live buckets, touched only
+///   when a bucket is inserted or swept (never on a hit), holds the total at
+///   `max_keys` however unevenly keys hash across the shards. (An earlier
+///   per-shard cap let only 98,963 of 100,000 keys have a bucket at
+///   `max_keys = 100_000`.) A full store sweeps the shard the new key hashes
+///   to.
 /// - **Overflow**: when a shard is full of live buckets (a key-spray attack),
 ///   new keys share one overflow bucket with the same quota. The spray
 ///   cannot grow memory or lift the limit; clients already tracked keep
@@ -54,6 +55,7 @@ pub struct KeyedStore {
     overflow: AtomicU64,
     overflow_hits: AtomicU64,
     grace: u64,
+    live: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -63,7 +65,6 @@ struct Shard(Mutex<ShardState>);
 #[derive(Debug)]
 struct ShardState {
     map: HashMap<u64, u64, BuildHasherDefault<PreHashed>>,
-    cap: usize,
     next_sweep: u64,
 }
 
@@ -109,11 +110,7 @@ impl KeyedStore {
         let count = max_keys.min(64).next_power_of_two();
         let count = if count > max_keys { count / 2 } else { count }.max(1);
         let shards = (0..count)
-            .map(|i| {
-                // Spread the remainder so the caps add up to exactly max_keys.
-                let cap = max_keys / count + usize::from(i < max_keys % count);
-                Shard(Mutex::new(ShardState { map: HashMap::default(), cap, next_sweep: 0 }))
-            })
+            .map(|_| Shard(Mutex::new(ShardState { map: HashMap::default(), next_sweep: 0 })))
             .collect();
         Ok(KeyedStore {
             gcra,
@@ -126,6 +123,7 @@ impl KeyedStore {
             overflow: AtomicU64::new(0),
             overflow_hits: AtomicU64::new(0),
             grace: duration_nanos(quota.period().min(Duration::from_secs(10))),
+            live: AtomicUsize::new(0),
         })
     }
 
@@ -189,17 +187,21 @@ impl KeyedStore {
         let Some(new_tat) = v.new_tat else {
             return Decision::from_gcra(v, &self.quota, &self.gcra);
         };
-        if state.map.len() >= state.cap && now >= state.next_sweep {
+        if self.live.load(Acquire) >= self.max_keys && now >= state.next_sweep {
             // Buckets already refilled (and idle for the grace period) are
             // identical to fresh ones.
             let grace = self.grace;
+            let before = state.map.len();
             state.map.retain(|_, tat| tat.saturating_add(grace) > now);
+            self.live.fetch_sub(before - state.map.len(), AcqRel);
             state.next_sweep = now.saturating_add(SWEEP_GAP_NANOS);
         }
-        if state.map.len() < state.cap {
+        // Reserve a slot in the global count before inserting.
+        if self.live.fetch_add(1, AcqRel) < self.max_keys {
             state.map.insert(hash, new_tat);
             return Decision::from_gcra(v, &self.quota, &self.gcra);
         }
+        self.live.fetch_sub(1, AcqRel);
         drop(state);
         self.overflow_hits.fetch_add(1, Relaxed);
         self.decide_overflow(now, cost, max_wait)
@@ -241,13 +243,15 @@ impl<K: Hash + ?Sized> RateStore<K> for KeyedStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn shard_caps_add_up_to_max_keys() {
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_is_exact_however_keys_hash() {
         for max_keys in [1, 2, 3, 7, 63, 64, 65, 1000, 10_000] {
             let store = KeyedStore::new(Quota::per_second(1), max_keys).unwrap();
-            let total: usize = store.shards.iter().map(|s| s.0.lock().unwrap().cap).sum();
-            assert_eq!(total, max_keys);
-            assert!(store.shards.iter().all(|s| s.0.lock().unwrap().cap >= 1));
+            for k in 0..(2 * max_keys as u64) {
+                let _ = RateStore::<u64>::check(&store, &k, 1, Duration::ZERO);
+            }
+            assert_eq!(store.len(), max_keys, "exactly max_keys buckets, the rest overflow");
+            assert_eq!(store.overflow_hits(), max_keys as u64);
         }
     }
 
