@@ -15,9 +15,12 @@
 //! - `bp adaptive`: the same with an untuned `Gradient2` limit, which must
 //!   find the capacity itself.
 //!
-//! Still to come (see the lab's issue): load shedding and rate limits in the
-//! preset, priorities, the mis-tuned / bursty / step / retry scenarios, the
-//! SVG and the `--real` engine.
+//! Then the mis-tuned case: tower's limit 10x too high and 4x too low, against
+//! our adaptive limit with no tuning.
+//!
+//! Still to come (see the lab's issue): priorities, the bursty / step /
+//! capacity-change / stale-work / retry scenarios, the SVG and the `--real`
+//! engine.
 
 use std::time::Duration;
 
@@ -119,6 +122,23 @@ fn main() {
         for stack in Stack::ALL {
             row(stack.name(), factor, capacity, &stack.run(&rt, &config, &load));
         }
+    }
+    // Where hand-tuning fails: nobody knows the capacity exactly.
+    println!(
+        "\nmis-tuned: tower's limit 10x too high (200) and 4x too low (5), ours untuned, at 5x load"
+    );
+    let load = LoadConfig {
+        rate: capacity * 5.0,
+        duration: args.duration,
+        client_timeout: Duration::from_secs(1),
+        seed: args.seed,
+    };
+    for stack in [
+        Stack::TowerMistuned(config.pool * 10),
+        Stack::TowerMistuned(config.pool / 4),
+        Stack::Adaptive,
+    ] {
+        row(stack.name(), 5.0, capacity, &stack.run(&rt, &config, &load));
     }
     println!(
         "\n\"rejected\": turned away fast with an error. \"too late\": answered only after\n\

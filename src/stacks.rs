@@ -23,6 +23,9 @@ pub enum Stack {
     Fixed,
     /// Ours: timeout (1 s) -> untuned `Gradient2` limit, queue = pool size.
     Adaptive,
+    /// tower's stack with its limit set to this instead of the pool size:
+    /// what an operator who does not know the capacity ships.
+    TowerMistuned(usize),
 }
 
 impl Stack {
@@ -36,6 +39,8 @@ impl Stack {
             Stack::Tower => "tower",
             Stack::Fixed => "bp fixed",
             Stack::Adaptive => "bp adaptive",
+            Stack::TowerMistuned(n) if n > 20 => "tower x10",
+            Stack::TowerMistuned(_) => "tower /4",
         }
     }
 
@@ -51,10 +56,14 @@ impl Stack {
         let timeout = Duration::from_secs(1);
         match self {
             Stack::None => rt.block_on(sim::run(backend.clone(), &backend, load)),
-            Stack::Tower => {
+            Stack::Tower | Stack::TowerMistuned(_) => {
+                let limit = match self {
+                    Stack::TowerMistuned(n) => n,
+                    _ => config.pool,
+                };
                 let svc = ServiceBuilder::new()
                     .load_shed()
-                    .concurrency_limit(config.pool)
+                    .concurrency_limit(limit)
                     .timeout(timeout)
                     .service(backend.clone());
                 rt.block_on(sim::run(svc, &backend, load))

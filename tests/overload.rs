@@ -106,3 +106,23 @@ fn at_capacity_a_short_queue_turns_away_a_fraction_of_what_zero_queue_does() {
     );
     assert!(ours.goodput() > tower.goodput());
 }
+
+#[test]
+fn untuned_adaptive_beats_a_mistuned_tower_stack() {
+    // Nobody knows the capacity exactly: tower's limit 10x too high and 4x
+    // too low, against our adaptive limit with no tuning, at 5x load.
+    let ours = run(Stack::Adaptive, 5.0);
+    for (limit, label) in [(200, "10x too high"), (5, "4x too low")] {
+        let tower = run(Stack::TowerMistuned(limit), 5.0);
+        println!(
+            "tower limit {limit} ({label}): goodput {:.1} %, p99 {:?}; ours untuned: {:.1} %, p99 {:?}",
+            tower.goodput() / capacity() * 100.0,
+            tower.quantile(0.99),
+            ours.goodput() / capacity() * 100.0,
+            ours.quantile(0.99)
+        );
+        assert!(tower.goodput() < 0.9 * capacity(), "tower mis-tuned by {label} loses goodput");
+    }
+    assert!(ours.goodput() >= 0.9 * capacity());
+    assert!(ours.quantile(0.99) <= Duration::from_millis(250));
+}
