@@ -205,6 +205,10 @@ pub struct LoadConfig {
     pub client_timeout: Duration,
     /// Seed of the arrival process.
     pub seed: u64,
+    /// Requests arrive in groups of this many at the same instant (1: plain
+    /// Poisson); the groups are Poisson at `rate / burst`, so the mean rate
+    /// is unchanged.
+    pub burst: u32,
 }
 
 /// What happened to the requests of one run.
@@ -271,8 +275,14 @@ where
     let mut next = start;
     let mut sent = 0u64;
     let mut tasks = tokio::task::JoinSet::new();
+    let burst = load.burst.max(1);
+    let mut in_group = burst;
     loop {
-        next += rng.exp_delay(load.rate);
+        if in_group == burst {
+            next += rng.exp_delay(load.rate / f64::from(burst));
+            in_group = 0;
+        }
+        in_group += 1;
         if next >= end {
             break;
         }

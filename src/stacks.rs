@@ -19,9 +19,10 @@ pub enum Stack {
     /// tower's best hand-tuned stack: `LoadShed -> ConcurrencyLimit(pool)
     /// -> Timeout(1 s)`, the limit set to exactly the pool size.
     Tower,
-    /// Ours: timeout (1 s) -> concurrency limit = pool size, queue = pool size.
+    /// Ours: timeout (1 s) -> concurrency limit = pool size, a FIFO queue of
+    /// 5 pools (the server preset's 100).
     Fixed,
-    /// Ours: timeout (1 s) -> untuned `Gradient2` limit, queue = pool size.
+    /// Ours: timeout (1 s) -> untuned `Gradient2` limit, the same queue.
     Adaptive,
     /// tower's stack with its limit set to this instead of the pool size:
     /// what an operator who does not know the capacity ships.
@@ -71,15 +72,15 @@ impl Stack {
             Stack::Fixed => {
                 let limit = ConcurrencyLimitLayer::builder()
                     .limit(config.pool)
-                    .max_queue(config.pool)
+                    .max_queue(config.pool * 5)
                     .build()
                     .expect("valid limit");
                 rt.block_on(sim::run(ours(timeout, limit, backend.clone()), &backend, load))
             }
             Stack::Adaptive => {
                 let limit = ConcurrencyLimitLayer::builder()
-                    .adaptive(Gradient2::new())
-                    .max_queue(config.pool)
+                    .adaptive(Gradient2::new().probe_seed(7))
+                    .max_queue(config.pool * 5)
                     .build()
                     .expect("valid limit");
                 rt.block_on(sim::run(ours(timeout, limit, backend.clone()), &backend, load))

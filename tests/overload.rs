@@ -14,6 +14,7 @@ fn load(factor: f64, seed: u64) -> LoadConfig {
         duration: Duration::from_secs(10),
         client_timeout: Duration::from_secs(1),
         seed,
+        burst: 1,
     }
 }
 
@@ -125,4 +126,27 @@ fn untuned_adaptive_beats_a_mistuned_tower_stack() {
     }
     assert!(ours.goodput() >= 0.9 * capacity());
     assert!(ours.quantile(0.99) <= Duration::from_millis(250));
+}
+
+#[test]
+fn bursty_traffic_near_capacity_is_served_by_a_short_queue() {
+    // 0.9x on average, in groups of 10 arriving at once.
+    let bursty = LoadConfig { burst: 10, ..load(0.9, 7) };
+    let run = |stack: Stack| stack.run(&sim::runtime(), &BackendConfig::database(), &bursty);
+    let tower = run(Stack::Tower);
+    let tower_share = tower.rejected as f64 / tower.sent as f64;
+    for stack in [Stack::Fixed, Stack::Adaptive] {
+        let ours = run(stack);
+        let share = ours.rejected as f64 / ours.sent as f64;
+        println!(
+            "bursty 0.9x: tower rejects {:.2} %, {} rejects {:.2} %, p99 {:?}",
+            tower_share * 100.0,
+            stack.name(),
+            share * 100.0,
+            ours.quantile(0.99)
+        );
+        assert!(share <= 0.01, "{}: {:.2} % rejected", stack.name(), share * 100.0);
+        assert!(ours.rejected * 5 <= tower.rejected);
+        assert!(ours.quantile(0.99) <= Duration::from_millis(100));
+    }
 }

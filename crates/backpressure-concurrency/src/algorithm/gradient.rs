@@ -132,6 +132,14 @@ impl Gradient2 {
         self
     }
 
+    /// Makes the probes' jitter reproducible (default: random per process,
+    /// so replicas do not probe in step). For simulations and tests.
+    #[must_use]
+    pub fn probe_seed(mut self, seed: u64) -> Self {
+        self.probe = Probe::with_seed(self.probe_interval, seed);
+        self
+    }
+
     /// How samples are grouped into windows.
     #[must_use]
     pub fn window(mut self, window: WindowConfig) -> Self {

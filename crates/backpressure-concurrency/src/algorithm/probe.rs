@@ -49,8 +49,13 @@ pub(crate) enum Step {
 
 impl Probe {
     pub(crate) fn new(interval: Duration) -> Self {
-        let rng = std::collections::hash_map::RandomState::new().build_hasher().finish() | 1;
-        Probe { interval, baseline: None, next_probe: None, probing: None, rng }
+        let rng = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Self::with_seed(interval, rng)
+    }
+
+    /// A probe whose jitter is reproducible (xorshift needs a non-zero state).
+    pub(crate) fn with_seed(interval: Duration, seed: u64) -> Self {
+        Probe { interval, baseline: None, next_probe: None, probing: None, rng: seed | 1 }
     }
 
     pub(crate) fn baseline(&self) -> Option<Duration> {

@@ -29,6 +29,7 @@ pub struct Vegas {
     window_config: WindowConfig,
     window: Window,
     probe: Probe,
+    probe_interval: Duration,
     limit: f64,
     published: usize,
 }
@@ -52,6 +53,7 @@ impl Vegas {
             window: Window::new(window_config),
             window_config,
             probe: Probe::new(Duration::from_secs(5)),
+            probe_interval: Duration::from_secs(5),
             limit: 20.0,
             published: 20,
         }
@@ -108,6 +110,15 @@ impl Vegas {
     #[must_use]
     pub fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe = Probe::new(interval);
+        self.probe_interval = interval;
+        self
+    }
+
+    /// Makes the probes' jitter reproducible (default: random per process,
+    /// so replicas do not probe in step). For simulations and tests.
+    #[must_use]
+    pub fn probe_seed(mut self, seed: u64) -> Self {
+        self.probe = Probe::with_seed(self.probe_interval, seed);
         self
     }
 
