@@ -7,7 +7,6 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use axum::{Router, routing::get};
@@ -60,13 +59,14 @@ async fn serve(app: Router) -> SocketAddr {
 #[derive(Clone)]
 struct Gate {
     open: Arc<Semaphore>,
-    running: Arc<AtomicUsize>,
+    running: Arc<tokio::sync::watch::Sender<usize>>,
     peak: Arc<AtomicUsize>,
 }
 
 impl Gate {
     fn new() -> Self {
-        Gate { open: Arc::new(Semaphore::new(0)), running: Arc::default(), peak: Arc::default() }
+        let (running, _) = tokio::sync::watch::channel(0);
+        Gate { open: Arc::new(Semaphore::new(0)), running: Arc::new(running), peak: Arc::default() }
     }
 
     fn router(&self) -> Router {
@@ -76,25 +76,22 @@ impl Gate {
             get(move || {
                 let gate = gate.clone();
                 async move {
-                    let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
-                    gate.peak.fetch_max(now, Ordering::SeqCst);
+                    gate.running.send_modify(|n| {
+                        *n += 1;
+                        gate.peak.fetch_max(*n, Ordering::SeqCst);
+                    });
                     let _permit = gate.open.acquire().await.expect("gate");
-                    gate.running.fetch_sub(1, Ordering::SeqCst);
+                    gate.running.send_modify(|n| *n -= 1);
                     "ok"
                 }
             }),
         )
     }
 
+    /// Waits, without polling, until `n` handlers are inside.
     async fn wait_for_running(&self, n: usize) {
-        for _ in 0..1_000 {
-            if self.running.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("only {} handlers started, expected {n}", self.running.load(Ordering::SeqCst));
+        let mut rx = self.running.subscribe();
+        rx.wait_for(|running| *running >= n).await.expect("gate alive");
     }
 }
 
@@ -107,33 +104,30 @@ async fn the_limit_holds_across_fifty_connections() {
             .layer(ConcurrencyLimitLayer::builder().limit(5).max_queue(0).build().unwrap()),
     );
     let addr = serve(app).await;
-    let mut clients = Vec::new();
+    let (done, mut statuses) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..50 {
-        clients.push(tokio::spawn(request(addr, &[])));
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _ = done.send(request(addr, &[]).await.0);
+        });
     }
-    gate.wait_for_running(5).await;
+    drop(done);
+    // A broken limit would let every request in and answer none before the
+    // gate opens: bound the wait so that fails instead of hanging.
+    let guard = std::time::Duration::from_secs(30);
+    tokio::time::timeout(guard, gate.wait_for_running(5)).await.expect("5 handlers started");
     // The 45 others are answered at once, while the 5 still hold their permits.
-    let mut statuses = Vec::new();
-    let mut pending = Vec::new();
-    for c in clients {
-        if c.is_finished() {
-            statuses.push(c.await.unwrap().0);
-        } else {
-            pending.push(c);
-        }
-    }
-    for _ in 0..1_000 {
-        if pending.iter().filter(|c| c.is_finished()).count() + statuses.len() >= 45 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut seen = Vec::new();
+    for _ in 0..45 {
+        let status = tokio::time::timeout(guard, statuses.recv()).await;
+        seen.push(status.expect("45 answered while 5 run").expect("a response"));
     }
     gate.open.add_permits(50);
-    for c in pending {
-        statuses.push(c.await.unwrap().0);
+    while let Some(status) = statuses.recv().await {
+        seen.push(status);
     }
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    let unavailable = statuses.iter().filter(|s| **s == 503).count();
+    let ok = seen.iter().filter(|s| **s == 200).count();
+    let unavailable = seen.iter().filter(|s| **s == 503).count();
     println!(
         "ours: peak {} handlers at once; {ok} x 200, {unavailable} x 503",
         gate.peak.load(Ordering::SeqCst)

@@ -3,9 +3,9 @@
 //! running.
 
 use std::{
+    io::{BufRead, BufReader},
     net::{TcpListener, TcpStream},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
 };
 
 /// A redis-server child process.
@@ -22,15 +22,15 @@ pub fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits until it accepts
-    /// connections (at most 10 s).
+    /// Starts a server on a free port and waits until it reports it accepts
+    /// connections.
     pub fn start() -> Self {
         Self::start_on(free_port())
     }
 
     /// Starts a server on `port` (e.g. to restart one that was killed).
     pub fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -41,17 +41,24 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/install-deps.sh installs it)");
+        let stdout = child.stdout.take().expect("piped stdout");
         let server = RedisServer { child: Some(child), port };
-        // A real server takes real time to start: poll its port, bounded.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Wait for the server to say it is ready (no polling, no sleep); if
+        // it dies instead, its stdout closes and the wait ends.
+        let mut lines = BufReader::new(stdout).lines();
+        let ready =
+            lines.by_ref().map_while(Result::ok).any(|l| l.contains("Ready to accept connections"));
+        assert!(ready, "redis-server did not start on port {port}");
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "redis-server is not listening on {port}"
+        );
         server
     }
 
