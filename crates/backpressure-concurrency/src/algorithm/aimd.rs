@@ -3,7 +3,10 @@ use std::time::Duration;
 use backpressure_core::ConfigError;
 use tokio::time::Instant;
 
-use super::{Bounds, LimitAlgorithm, Sample, Window, WindowConfig, check_fraction};
+use super::{
+    LimitAlgorithm, Sample, check_fraction,
+    controller::{Controller, delegate_to_controller, limit_setters},
+};
 
 /// Additive increase, multiplicative decrease: the classic, and the right
 /// choice for clients.
@@ -22,12 +25,9 @@ use super::{Bounds, LimitAlgorithm, Sample, Window, WindowConfig, check_fraction
 /// ```
 #[derive(Debug, Clone)]
 pub struct Aimd {
-    bounds: Bounds,
+    core: Controller,
     backoff: f64,
     rtt_threshold: Option<Duration>,
-    window: Window,
-    window_config: WindowConfig,
-    limit: f64,
 }
 
 impl Default for Aimd {
@@ -40,38 +40,11 @@ impl Aimd {
     /// Defaults: limits 1..=1000 starting at 20, backoff 0.9, no RTT
     /// threshold (only drops back off), default windows.
     pub fn new() -> Self {
-        let window_config = WindowConfig::default();
-        Aimd {
-            bounds: Bounds { min: 1, max: 1000, initial: 20 },
-            backoff: 0.9,
-            rtt_threshold: None,
-            window: Window::new(window_config),
-            window_config,
-            limit: 20.0,
-        }
+        // AIMD compares against a threshold, not an unloaded RTT: no probes.
+        Aimd { core: Controller::new(Duration::ZERO), backoff: 0.9, rtt_threshold: None }
     }
 
-    /// The smallest limit (default 1).
-    #[must_use]
-    pub fn min_limit(mut self, min: usize) -> Self {
-        self.bounds.min = min;
-        self
-    }
-
-    /// The largest limit (default 1000).
-    #[must_use]
-    pub fn max_limit(mut self, max: usize) -> Self {
-        self.bounds.max = max;
-        self
-    }
-
-    /// The starting limit (default 20).
-    #[must_use]
-    pub fn initial_limit(mut self, initial: usize) -> Self {
-        self.bounds.initial = initial;
-        self.limit = initial as f64;
-        self
-    }
+    limit_setters!();
 
     /// The factor applied on a drop, in (0, 1) (default 0.9).
     #[must_use]
@@ -87,50 +60,33 @@ impl Aimd {
         self
     }
 
-    /// How samples are grouped into windows.
-    #[must_use]
-    pub fn window(mut self, window: WindowConfig) -> Self {
-        self.window_config = window;
-        self.window = Window::new(window);
-        self
-    }
-
     /// Checks the configuration; the layer's builder calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const L: &str = "aimd";
-        self.bounds.validate(L)?;
+        self.core.validate(L)?;
         check_fraction(L, "backoff", self.backoff, 0.01..=0.99)?;
         if self.rtt_threshold.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new(L, "rtt_threshold", "must be greater than zero"));
         }
-        self.window_config.validate(L)
+        Ok(())
     }
 }
 
 impl LimitAlgorithm for Aimd {
-    fn initial_limit(&self) -> usize {
-        self.bounds.initial
-    }
-
-    fn max_limit(&self) -> usize {
-        self.bounds.max
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        Self::validate(self)
-    }
+    delegate_to_controller!();
 
     fn update(&mut self, now: Instant, sample: Sample) -> usize {
-        if let Some(w) = self.window.add(now, sample) {
-            let slow = self.rtt_threshold.is_some_and(|t| w.rtt > t);
+        let Aimd { core, backoff, rtt_threshold } = self;
+        core.update(now, sample, |limit, w, _baseline| {
+            let slow = rtt_threshold.is_some_and(|t| w.rtt > t);
             if w.dropped || slow {
-                self.limit = (self.limit * self.backoff).floor();
-            } else if w.max_in_flight * 2 >= self.limit as usize {
-                self.limit += 1.0;
+                (limit * *backoff).floor()
+            } else if w.max_in_flight * 2 >= limit as usize {
+                limit + 1.0
+            } else {
+                limit
             }
-            self.limit = self.bounds.clamp(self.limit);
-        }
-        self.limit as usize
+        })
     }
 }
 

@@ -4,7 +4,8 @@ use backpressure_core::ConfigError;
 use tokio::time::Instant;
 
 use super::{
-    Bounds, LimitAlgorithm, Probe, Sample, Window, WindowConfig, check_fraction, probe::Step,
+    LimitAlgorithm, Sample, check_fraction,
+    controller::{Controller, delegate_to_controller, limit_setters, probe_setters},
 };
 
 /// Gradient2 (after Netflix's concurrency-limits), with its known defects
@@ -29,17 +30,11 @@ use super::{
 /// - no increase while app-limited (fewer than half the permits in use).
 #[derive(Debug, Clone)]
 pub struct Gradient2 {
-    bounds: Bounds,
+    core: Controller,
     tolerance: f64,
     smoothing: f64,
     backoff: f64,
     headroom: f64,
-    window_config: WindowConfig,
-    window: Window,
-    probe: Probe,
-    probe_interval: Duration,
-    limit: f64,
-    published: usize,
 }
 
 impl Default for Gradient2 {
@@ -52,45 +47,17 @@ impl Gradient2 {
     /// Defaults: limits 1..=1000 starting at 20, tolerance 1.0, smoothing
     /// 0.2, backoff 0.9, headroom 10 %, probe every 5 s.
     pub fn new() -> Self {
-        let window_config = WindowConfig::default();
-        let probe_interval = Duration::from_secs(5);
         Gradient2 {
-            bounds: Bounds { min: 1, max: 1000, initial: 20 },
+            core: Controller::new(Duration::from_secs(5)),
             tolerance: 1.0,
             smoothing: 0.2,
             backoff: 0.9,
             headroom: 0.1,
-            window: Window::new(window_config),
-            window_config,
-            probe: Probe::new(probe_interval),
-            probe_interval,
-            limit: 20.0,
-            published: 20,
         }
     }
 
-    /// The smallest limit (default 1).
-    #[must_use]
-    pub fn min_limit(mut self, min: usize) -> Self {
-        self.bounds.min = min;
-        self
-    }
-
-    /// The largest limit (default 1000).
-    #[must_use]
-    pub fn max_limit(mut self, max: usize) -> Self {
-        self.bounds.max = max;
-        self
-    }
-
-    /// The starting limit (default 20).
-    #[must_use]
-    pub fn initial_limit(mut self, initial: usize) -> Self {
-        self.bounds.initial = initial;
-        self.limit = initial as f64;
-        self.published = initial;
-        self
-    }
+    limit_setters!();
+    probe_setters!();
 
     /// How much RTT above the baseline is tolerated before the limit shrinks,
     /// as a ratio in 1.0..=3.0 (default 1.0: none; Netflix uses 1.5, which
@@ -123,93 +90,36 @@ impl Gradient2 {
         self
     }
 
-    /// How often the unloaded RTT is re-measured (default 5 s; zero turns
-    /// probing off and keeps the minimum RTT ever seen).
-    #[must_use]
-    pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.probe_interval = interval;
-        self.probe = Probe::new(interval);
-        self
-    }
-
-    /// Makes the probes' jitter reproducible (default: random per process,
-    /// so replicas do not probe in step). For simulations and tests.
-    #[must_use]
-    pub fn probe_seed(mut self, seed: u64) -> Self {
-        self.probe = Probe::with_seed(self.probe_interval, seed);
-        self
-    }
-
-    /// How samples are grouped into windows.
-    #[must_use]
-    pub fn window(mut self, window: WindowConfig) -> Self {
-        self.window_config = window;
-        self.window = Window::new(window);
-        self
-    }
-
     /// Checks the configuration; the layer's builder calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const L: &str = "gradient2";
-        self.bounds.validate(L)?;
+        self.core.validate(L)?;
         check_fraction(L, "tolerance", self.tolerance, 1.0..=3.0)?;
         check_fraction(L, "smoothing", self.smoothing, 0.001..=1.0)?;
         check_fraction(L, "backoff", self.backoff, 0.01..=0.99)?;
-        check_fraction(L, "headroom", self.headroom, 0.001..=1.0)?;
-        self.window_config.validate(L)
+        check_fraction(L, "headroom", self.headroom, 0.001..=1.0)
     }
 }
 
 impl LimitAlgorithm for Gradient2 {
-    fn initial_limit(&self) -> usize {
-        self.bounds.initial
-    }
-
-    fn max_limit(&self) -> usize {
-        self.bounds.max
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        Self::validate(self)
-    }
-
-    fn is_probing(&self) -> bool {
-        self.probe.is_probing()
-    }
+    delegate_to_controller!();
 
     fn update(&mut self, now: Instant, sample: Sample) -> usize {
-        if !self.probe.accepts(&sample) {
-            return self.published;
-        }
-        let Some(w) = self.window.add(now, sample) else { return self.published };
-        match self.probe.observe(now, &w, self.limit, self.bounds.min) {
-            Step::Start(probe_limit) => {
-                self.window.reset();
-                self.published = probe_limit;
-                return probe_limit;
+        let Gradient2 { core, tolerance, smoothing, backoff, headroom } = self;
+        core.update(now, sample, |limit, w, baseline| {
+            if w.dropped {
+                return limit * *backoff;
             }
-            Step::Restore(saved) => self.limit = saved,
-            Step::Normal => {
-                if w.dropped {
-                    self.limit *= self.backoff;
-                } else if let Some(baseline) = self.probe.baseline()
-                    && w.rtt > Duration::ZERO
-                {
-                    let gradient = (self.tolerance * baseline.as_secs_f64() / w.rtt.as_secs_f64())
-                        .clamp(0.5, 1.0);
-                    let headroom = (self.limit * self.headroom).max(1.0);
-                    let mut target = self.limit * gradient + headroom;
-                    if w.max_in_flight * 2 < self.limit as usize {
-                        // App-limited: the samples say nothing about more load.
-                        target = target.min(self.limit);
-                    }
-                    self.limit = self.limit * (1.0 - self.smoothing) + target * self.smoothing;
-                }
+            let Some(baseline) = baseline.filter(|_| w.rtt > Duration::ZERO) else { return limit };
+            let gradient =
+                (*tolerance * baseline.as_secs_f64() / w.rtt.as_secs_f64()).clamp(0.5, 1.0);
+            let mut target = limit * gradient + (limit * *headroom).max(1.0);
+            if w.max_in_flight * 2 < limit as usize {
+                // App-limited: the samples say nothing about more load.
+                target = target.min(limit);
             }
-        }
-        self.limit = self.bounds.clamp(self.limit);
-        self.published = self.limit.round() as usize;
-        self.published
+            limit * (1.0 - *smoothing) + target * *smoothing
+        })
     }
 }
 
@@ -219,7 +129,7 @@ mod tests {
 
     /// A backend with `knee` slots: RTT = 10 ms × max(1, in_flight / knee).
     fn run(alg: &mut Gradient2, knee: f64, t: &mut Instant, windows: usize) -> usize {
-        let mut limit = alg.published;
+        let mut limit = alg.core.published();
         for _ in 0..windows {
             for _ in 0..10 {
                 *t += Duration::from_millis(6);

@@ -7,6 +7,7 @@ use std::{fmt, time::Duration};
 use tokio::time::Instant;
 
 mod aimd;
+mod controller;
 mod gradient;
 mod probe;
 mod vegas;

@@ -4,7 +4,8 @@ use backpressure_core::ConfigError;
 use tokio::time::Instant;
 
 use super::{
-    Bounds, LimitAlgorithm, Probe, Sample, Window, WindowConfig, check_fraction, probe::Step,
+    LimitAlgorithm, Sample, check_fraction,
+    controller::{Controller, delegate_to_controller, limit_setters, probe_setters},
 };
 
 /// TCP Vegas applied to concurrency: estimate how many requests are queued
@@ -22,16 +23,10 @@ use super::{
 /// instead of shrinking the limit forever.
 #[derive(Debug, Clone)]
 pub struct Vegas {
-    bounds: Bounds,
+    core: Controller,
     alpha: f64,
     beta: f64,
     backoff: f64,
-    window_config: WindowConfig,
-    window: Window,
-    probe: Probe,
-    probe_interval: Duration,
-    limit: f64,
-    published: usize,
 }
 
 impl Default for Vegas {
@@ -44,43 +39,16 @@ impl Vegas {
     /// Defaults: limits 1..=1000 starting at 20, alpha 5 %, beta 10 %,
     /// backoff 0.9, probe every 5 s.
     pub fn new() -> Self {
-        let window_config = WindowConfig::default();
         Vegas {
-            bounds: Bounds { min: 1, max: 1000, initial: 20 },
+            core: Controller::new(Duration::from_secs(5)),
             alpha: 0.05,
             beta: 0.1,
             backoff: 0.9,
-            window: Window::new(window_config),
-            window_config,
-            probe: Probe::new(Duration::from_secs(5)),
-            probe_interval: Duration::from_secs(5),
-            limit: 20.0,
-            published: 20,
         }
     }
 
-    /// The smallest limit (default 1).
-    #[must_use]
-    pub fn min_limit(mut self, min: usize) -> Self {
-        self.bounds.min = min;
-        self
-    }
-
-    /// The largest limit (default 1000).
-    #[must_use]
-    pub fn max_limit(mut self, max: usize) -> Self {
-        self.bounds.max = max;
-        self
-    }
-
-    /// The starting limit (default 20).
-    #[must_use]
-    pub fn initial_limit(mut self, initial: usize) -> Self {
-        self.bounds.initial = initial;
-        self.limit = initial as f64;
-        self.published = initial;
-        self
-    }
+    limit_setters!();
+    probe_setters!();
 
     /// Grow while the estimated downstream queue is below this fraction of
     /// the limit (default 0.05).
@@ -105,35 +73,10 @@ impl Vegas {
         self
     }
 
-    /// How often the unloaded RTT is re-measured (default 5 s; zero turns
-    /// probing off).
-    #[must_use]
-    pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.probe = Probe::new(interval);
-        self.probe_interval = interval;
-        self
-    }
-
-    /// Makes the probes' jitter reproducible (default: random per process,
-    /// so replicas do not probe in step). For simulations and tests.
-    #[must_use]
-    pub fn probe_seed(mut self, seed: u64) -> Self {
-        self.probe = Probe::with_seed(self.probe_interval, seed);
-        self
-    }
-
-    /// How samples are grouped into windows.
-    #[must_use]
-    pub fn window(mut self, window: WindowConfig) -> Self {
-        self.window_config = window;
-        self.window = Window::new(window);
-        self
-    }
-
     /// Checks the configuration; the layer's builder calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const L: &str = "vegas";
-        self.bounds.validate(L)?;
+        self.core.validate(L)?;
         check_fraction(L, "alpha", self.alpha, 0.0..=1.0)?;
         check_fraction(L, "beta", self.beta, 0.0..=1.0)?;
         if self.beta <= self.alpha {
@@ -143,62 +86,31 @@ impl Vegas {
                 format!("must be greater than alpha ({})", self.alpha),
             ));
         }
-        check_fraction(L, "backoff", self.backoff, 0.01..=0.99)?;
-        self.window_config.validate(L)
+        check_fraction(L, "backoff", self.backoff, 0.01..=0.99)
     }
 }
 
 impl LimitAlgorithm for Vegas {
-    fn initial_limit(&self) -> usize {
-        self.bounds.initial
-    }
-
-    fn max_limit(&self) -> usize {
-        self.bounds.max
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        Self::validate(self)
-    }
-
-    fn is_probing(&self) -> bool {
-        self.probe.is_probing()
-    }
+    delegate_to_controller!();
 
     fn update(&mut self, now: Instant, sample: Sample) -> usize {
-        if !self.probe.accepts(&sample) {
-            return self.published;
-        }
-        let Some(w) = self.window.add(now, sample) else { return self.published };
-        match self.probe.observe(now, &w, self.limit, self.bounds.min) {
-            Step::Start(probe_limit) => {
-                self.window.reset();
-                self.published = probe_limit;
-                return probe_limit;
+        let Vegas { core, alpha, beta, backoff } = self;
+        core.update(now, sample, |limit, w, baseline| {
+            if w.dropped {
+                return (limit * *backoff).floor();
             }
-            Step::Restore(saved) => self.limit = saved,
-            Step::Normal => {
-                if w.dropped {
-                    self.limit = (self.limit * self.backoff).floor();
-                } else if let Some(baseline) = self.probe.baseline()
-                    && w.rtt > Duration::ZERO
-                {
-                    let queue = self.limit * (1.0 - baseline.as_secs_f64() / w.rtt.as_secs_f64());
-                    let step = self.limit.log10().max(1.0);
-                    let alpha = (self.alpha * self.limit).max(1.0);
-                    let beta = (self.beta * self.limit).max(2.0);
-                    let app_limited = w.max_in_flight * 2 < self.limit as usize;
-                    if queue <= alpha && !app_limited {
-                        self.limit += step;
-                    } else if queue >= beta {
-                        self.limit -= step;
-                    }
-                }
+            let Some(baseline) = baseline.filter(|_| w.rtt > Duration::ZERO) else { return limit };
+            let queue = limit * (1.0 - baseline.as_secs_f64() / w.rtt.as_secs_f64());
+            let step = limit.log10().max(1.0);
+            let app_limited = w.max_in_flight * 2 < limit as usize;
+            if queue <= (*alpha * limit).max(1.0) && !app_limited {
+                limit + step
+            } else if queue >= (*beta * limit).max(2.0) {
+                limit - step
+            } else {
+                limit
             }
-        }
-        self.limit = self.bounds.clamp(self.limit);
-        self.published = self.limit.round() as usize;
-        self.published
+        })
     }
 }
 
