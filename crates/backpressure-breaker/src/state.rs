@@ -4,6 +4,7 @@ use std::{
     fmt,
     sync::atomic::{
         AtomicU8, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+        Ordering::Release,
     },
     time::Duration,
 };
@@ -392,8 +393,6 @@ impl Shared {
         self.consecutive_opens.load(Acquire)
     }
 }
-
-use std::sync::atomic::Ordering::Release;
 
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

@@ -89,15 +89,6 @@ where
     }
 }
 
-/// Moves the waiter out of its box (the timer is dropped with the box).
-fn take_waiter(queued: Pin<Box<Queued>>) -> Waiter {
-    // `Queued` is `!Unpin` only because of the timer, which is not moved: the
-    // waiter is swapped out through the projection and the box then dropped.
-    let mut queued = queued;
-    let waiter = queued.as_mut().project().waiter;
-    std::mem::replace(waiter, Waiter::detached())
-}
-
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
@@ -121,7 +112,7 @@ where
                 StateProj::Pending { svc, req } => {
                     if let Some(queued) = this.queued.as_mut() {
                         let queued = queued.as_mut().project();
-                        let waiter = &*queued.waiter;
+                        let waiter = queued.waiter;
                         let shared = waiter.shared();
                         let admitted = match shared.poll_waiter(waiter.slot, cx) {
                             Poll::Ready(result) => result,
@@ -130,11 +121,14 @@ where
                                 shared.expire_waiter(waiter.slot, waiter.kind)
                             }
                         };
-                        let waiter = take_waiter(this.queued.take().expect("checked above"));
+                        // The slot is collected: the waiter has nothing left
+                        // to give back, only its handle on the limiter.
+                        let shared = waiter.settle();
+                        *this.queued = None;
                         match admitted {
-                            Ok(()) => *this.permit = Some(waiter.into_permit()),
+                            Ok(()) => *this.permit = Some(Permit::new(shared)),
                             Err(kind) => {
-                                let error = waiter.finish().rejected(kind);
+                                let error = shared.rejected(kind);
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(error.into()));
                             }

@@ -82,26 +82,14 @@ impl Waiter {
         Waiter { shared: Some(shared), slot, until, kind }
     }
 
-    /// A waiter that holds nothing (what is left behind when one is taken
-    /// out of its box); dropping it does nothing.
-    pub(crate) fn detached() -> Self {
-        Waiter { shared: None, slot: 0, until: Instant::now(), kind: RejectKind::Overloaded }
-    }
-
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        // Only `None` after `into_permit`/`finish`, which consume the waiter.
+        // Only `None` after `settle`, after which the waiter is dropped.
         self.shared.as_ref().expect("waiter used after it left the queue")
     }
 
-    /// The slot has been collected with a permit: become a permit.
-    #[inline(never)]
-    pub(crate) fn into_permit(mut self) -> Permit {
-        let shared = self.shared.take().expect("waiter used after it left the queue");
-        Permit::new(shared)
-    }
-
-    /// The slot has been collected without a permit: nothing to give back.
-    pub(crate) fn finish(mut self) -> Arc<Shared> {
+    /// Its slot has been collected (with or without a permit): take the
+    /// limiter's handle; dropping the waiter then does nothing.
+    pub(crate) fn settle(&mut self) -> Arc<Shared> {
         self.shared.take().expect("waiter used after it left the queue")
     }
 }

@@ -8,7 +8,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{
             AtomicBool, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
-            Ordering::Relaxed,
+            Ordering::Relaxed, Ordering::Release,
         },
     },
     time::Duration,
@@ -127,8 +127,6 @@ impl PathBreaker {
         }
     }
 }
-
-use std::sync::atomic::Ordering::Release;
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
 #[derive(Debug)]
