@@ -129,7 +129,9 @@ impl<Res, Err: ClassifyError> Classify<Res, Err> for DefaultClassify {
 }
 
 /// Classifies `http::Response`s by status: 5xx and 429 are failures (429 and
-/// 503 are the upstream's overload signals), everything else — 4xx
+/// 503 are the upstream's overload signals), and so are trailers-only gRPC
+/// responses with `grpc-status` 4 `DEADLINE_EXCEEDED`, 8
+/// `RESOURCE_EXHAUSTED` or 14 `UNAVAILABLE`; everything else — 4xx
 /// included, since a client's mistake is not the dependency's — is a success.
 /// Errors follow [`ClassifyError`].
 ///
@@ -144,10 +146,20 @@ impl<Res, Err: ClassifyError> Classify<Res, Err> for DefaultClassify {
 /// assert_eq!(HttpClassify.classify(&with(StatusCode::NOT_FOUND)), Outcome::Success);
 /// assert_eq!(HttpClassify.classify(&with(StatusCode::TOO_MANY_REQUESTS)), Outcome::Failure);
 /// assert_eq!(HttpClassify.classify(&with(StatusCode::BAD_GATEWAY)), Outcome::Failure);
+/// let grpc: Result<Response<()>, std::io::Error> =
+///     Ok(Response::builder().header("grpc-status", "14").body(()).unwrap());
+/// assert_eq!(HttpClassify.classify(&grpc), Outcome::Failure);
 /// ```
 #[cfg(feature = "http")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassify;
+
+#[cfg(feature = "http")]
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+#[cfg(feature = "http")]
+const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
+#[cfg(feature = "http")]
+const GRPC_UNAVAILABLE: u32 = 14;
 
 #[cfg(feature = "http")]
 impl<B, Err: ClassifyError> Classify<http::Response<B>, Err> for HttpClassify {
@@ -155,7 +167,14 @@ impl<B, Err: ClassifyError> Classify<http::Response<B>, Err> for HttpClassify {
         match result {
             Ok(res) => {
                 let status = res.status();
-                if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+                let grpc_overload = matches!(
+                    crate::pushback::grpc_status(res.headers()),
+                    Some(GRPC_DEADLINE_EXCEEDED | GRPC_RESOURCE_EXHAUSTED | GRPC_UNAVAILABLE)
+                );
+                if status.is_server_error()
+                    || status == http::StatusCode::TOO_MANY_REQUESTS
+                    || grpc_overload
+                {
                     Outcome::Failure
                 } else {
                     Outcome::Success

@@ -43,7 +43,8 @@
 //!
 //! - `http`: [`Extract`] implementations that read a [`Deadline`] or a
 //!   [`Priority`] from `http::Request` extensions, and [`HttpClassify`],
-//!   which classifies responses by status code.
+//!   which classifies responses by status code; [`pushback`], which reads
+//!   `Retry-After` and `grpc-retry-pushback-ms`.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -55,6 +56,8 @@ mod draw;
 mod extract;
 mod pressure;
 mod priority;
+#[cfg(feature = "http")]
+mod pushback;
 mod reject;
 
 #[cfg(feature = "http")]
@@ -68,6 +71,8 @@ pub use extract::{CurrentDeadline, DefaultPriority, Extract};
 pub use extract::{ExtensionDeadline, ExtensionPriority};
 pub use pressure::Pressure;
 pub use priority::{ParsePriorityError, Priority};
+#[cfg(feature = "http")]
+pub use pushback::{Pushback, grpc_status, parse_retry_after, pushback};
 pub use reject::{LayerName, RateLimitInfo, RejectKind, Rejected};
 
 /// The error type tower middleware agrees on: `Box<dyn Error + Send + Sync>`.
