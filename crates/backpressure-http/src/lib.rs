@@ -9,6 +9,8 @@
 //! - Extractors: [`ClientIp`] (peer address, or `n` trusted proxies back
 //!   through `Forwarded` / `X-Forwarded-For`), [`HeaderKey`], [`PathKey`],
 //!   [`MethodKey`], [`PriorityHeader`].
+//! - Client side: [`PushbackLayer`] holds (or refuses) new requests to an
+//!   upstream that answered with `Retry-After` or `grpc-retry-pushback-ms`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -37,9 +39,14 @@
 #![deny(missing_docs)]
 
 mod extract;
+mod pushback;
 mod respond;
 
 pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
+pub use pushback::{
+    PushbackFuture, PushbackHandle, PushbackLayer, PushbackLayerBuilder, PushbackMode,
+    PushbackService, PushbackSnapshot,
+};
 pub use respond::{
     Internal, OnError, Respond, RespondFuture, RespondLayer, insert_rate_limit, rejection_response,
 };

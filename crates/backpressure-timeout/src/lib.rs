@@ -72,6 +72,7 @@ mod future;
 pub mod grpc;
 mod layer;
 mod propagate;
+mod send;
 mod service;
 
 pub use future::ResponseFuture;
@@ -79,4 +80,5 @@ pub use layer::TimeoutLayer;
 #[cfg(feature = "http")]
 pub use propagate::HttpDeadline;
 pub use propagate::{Local, Propagate, RequestTimeout};
+pub use send::{SendDeadline, SendDeadlineLayer, SendFuture};
 pub use service::Timeout;

@@ -59,12 +59,13 @@ impl<Req> Propagate<Req> for Local {
 /// # Ok::<(), backpressure_core::ConfigError>(())
 /// ```
 #[cfg(feature = "http")]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpDeadline {
     read_grpc_timeout: bool,
     insert_extension: bool,
     write_grpc_timeout: bool,
     margin: Duration,
+    header: Option<http::HeaderName>,
 }
 
 #[cfg(feature = "http")]
@@ -79,6 +80,7 @@ impl HttpDeadline {
             insert_extension: true,
             write_grpc_timeout: false,
             margin: Duration::ZERO,
+            header: None,
         }
     }
 
@@ -89,6 +91,7 @@ impl HttpDeadline {
             insert_extension: false,
             write_grpc_timeout: true,
             margin: Duration::ZERO,
+            header: None,
         }
     }
 
@@ -119,6 +122,25 @@ impl HttpDeadline {
         self.margin = margin;
         self
     }
+
+    /// Also carries the budget, in whole milliseconds, in this HTTP header
+    /// (for services that do not speak `grpc-timeout`): read on the server
+    /// side when `read_grpc_timeout` is on (digits only; anything else means
+    /// "no deadline"), written on the client side next to `grpc-timeout`.
+    ///
+    /// ```
+    /// use backpressure_timeout::HttpDeadline;
+    /// use http::HeaderName;
+    ///
+    /// let client = HttpDeadline::client().header(HeaderName::from_static("x-timeout-ms"));
+    /// let server = HttpDeadline::server().header(HeaderName::from_static("x-timeout-ms"));
+    /// # let _ = (client, server);
+    /// ```
+    #[must_use]
+    pub fn header(mut self, name: http::HeaderName) -> Self {
+        self.header = Some(name);
+        self
+    }
 }
 
 #[cfg(feature = "http")]
@@ -133,7 +155,15 @@ impl<B> Propagate<http::Request<B>> for HttpDeadline {
         } else {
             None
         };
-        Deadline::earliest(from_extension, from_header)
+        let from_custom = match (&self.header, self.read_grpc_timeout) {
+            (Some(name), true) => req
+                .headers()
+                .get(name)
+                .and_then(|v| parse_millis(v.as_bytes()))
+                .map(Deadline::after),
+            _ => None,
+        };
+        Deadline::earliest(Deadline::earliest(from_extension, from_header), from_custom)
     }
 
     fn outgoing(&self, req: &mut http::Request<B>, deadline: impl FnOnce() -> Deadline) {
@@ -151,8 +181,22 @@ impl<B> Propagate<http::Request<B>> for HttpDeadline {
             if let Ok(value) = http::HeaderValue::from_str(encoded.as_str()) {
                 req.headers_mut().insert(GRPC_TIMEOUT.clone(), value);
             }
+            if let Some(name) = &self.header {
+                req.headers_mut()
+                    .insert(name.clone(), http::HeaderValue::from(budget.as_millis() as u64));
+            }
         }
     }
+}
+
+/// Whole milliseconds: ASCII digits only, at most 12 of them (≈ 31 years).
+#[cfg(feature = "http")]
+fn parse_millis(value: &[u8]) -> Option<Duration> {
+    if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let ms = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(Duration::from_millis(ms))
 }
 
 /// Chooses a request's own timeout; `None` means the layer's default.
