@@ -31,6 +31,7 @@ struct Shared {
     window: TimeWindow,
     k: f64,
     max_probability: f64,
+    min_requests: u64,
     epoch: Instant,
     rng: Draw,
     rejected: AtomicU64,
@@ -49,6 +50,9 @@ impl Shared {
     }
 
     fn probability(&self, requests: u64, accepts: u64) -> f64 {
+        if requests < self.min_requests {
+            return 0.0;
+        }
         let p = (requests as f64 - self.k * accepts as f64) / (requests as f64 + 1.0);
         p.clamp(0.0, self.max_probability)
     }
@@ -95,6 +99,7 @@ impl AdaptiveThrottleLayer {
             window: Duration::from_secs(120),
             buckets: 24,
             max_probability: 1.0,
+            min_requests: 0,
             classify: DefaultClassify,
             seed: None,
             name: None,
@@ -141,6 +146,7 @@ pub struct AdaptiveThrottleBuilder<C = DefaultClassify> {
     window: Duration,
     buckets: usize,
     max_probability: f64,
+    min_requests: u64,
     classify: C,
     seed: Option<u64>,
     name: Option<LayerName>,
@@ -180,6 +186,17 @@ impl<C> AdaptiveThrottleBuilder<C> {
         self
     }
 
+    /// No local rejection until the window holds at least this many
+    /// requests (default 0, the SRE book's formula as is). With few
+    /// requests the formula is harsh — one refusal out of one request gives
+    /// p = 0.5 — so a client's first failure would throttle half its next
+    /// requests; the client preset uses 20.
+    #[must_use]
+    pub fn min_requests(mut self, min: u64) -> Self {
+        self.min_requests = min;
+        self
+    }
+
     /// What counts as a refusal (default [`DefaultClassify`]; `HttpClassify`
     /// makes 429 and 5xx refusals).
     pub fn classify<C2>(self, classify: C2) -> AdaptiveThrottleBuilder<C2> {
@@ -188,6 +205,7 @@ impl<C> AdaptiveThrottleBuilder<C> {
             window: self.window,
             buckets: self.buckets,
             max_probability: self.max_probability,
+            min_requests: self.min_requests,
             classify,
             seed: self.seed,
             name: self.name,
@@ -243,6 +261,7 @@ impl<C> AdaptiveThrottleBuilder<C> {
                 window: TimeWindow::new(self.buckets, width),
                 k: self.k,
                 max_probability: self.max_probability,
+                min_requests: self.min_requests,
                 epoch: Instant::now(),
                 rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
                 rejected: AtomicU64::new(0),

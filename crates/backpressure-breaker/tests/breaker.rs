@@ -416,3 +416,18 @@ async fn the_adaptive_throttle_rejects_with_the_formula_probability() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_throttle_waits_for_min_requests_before_shedding() {
+    let throttle = AdaptiveThrottleLayer::builder().min_requests(20).seed(3).build().unwrap();
+    let handle = throttle.handle();
+    let svc = throttle.layer(service_fn(|()| async { Err::<(), BoxError>("503".into()) }));
+    // Every request fails, but the first 20 all reach the backend.
+    for i in 0..20 {
+        assert_eq!(handle.probability(), 0.0, "request {i}");
+        let err = svc.clone().oneshot(()).await.unwrap_err();
+        assert!(Rejected::find(&err).is_none(), "request {i} was shed");
+    }
+    // From then on the SRE formula applies: 20/21 for the 21st.
+    assert!((handle.probability() - 20.0 / 21.0).abs() < 1e-12);
+}

@@ -317,15 +317,18 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let gate = Arc::clone(&self.gate);
+        // The inner call happens later, in the future: keep the deadline in
+        // scope to re-open it there (free unless a timeout above has not
+        // pinned it yet).
+        let deadline = Deadline::current();
         if gate.until_ms.load(Relaxed) == 0 {
-            return PushbackFuture::ready(self.inner.clone(), req, gate);
+            return PushbackFuture::ready(self.inner.clone(), req, gate, deadline);
         }
         let now = Instant::now();
         let Some(until) = gate.until(now) else {
-            return PushbackFuture::ready(self.inner.clone(), req, gate);
+            return PushbackFuture::ready(self.inner.clone(), req, gate, deadline);
         };
         let left = until - now;
-        let deadline = Deadline::current();
         let fits = deadline.is_none_or(|d| d.instant() >= until);
         if gate.mode == PushbackMode::Reject || !fits {
             return PushbackFuture::reject(gate, left);
@@ -384,11 +387,11 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req> PushbackFuture<S, Req> {
-    fn ready(svc: S, req: Req, gate: Arc<Gate>) -> Self {
+    fn ready(svc: S, req: Req, gate: Arc<Gate>, deadline: Option<Deadline>) -> Self {
         PushbackFuture {
             state: State::Ready { svc, req: Some(req) },
             held: None,
-            deadline: None,
+            deadline,
             gate,
         }
     }
@@ -440,7 +443,10 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err("pushback future polled after a panic".into()));
                     };
-                    let fut = svc.call(req);
+                    let fut = match *this.deadline {
+                        Some(d) => d.scope(|| svc.call(req)),
+                        None => svc.call(req),
+                    };
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Called { fut } => {

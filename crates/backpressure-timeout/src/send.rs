@@ -15,8 +15,10 @@ use tower_service::Service;
 
 use crate::Propagate;
 
-/// Writes the deadline in scope ([`Deadline::current`]) into each request
-/// just before it is sent — as `grpc-timeout` and optionally a header, with
+/// Writes the deadline in scope ([`Deadline::current`]), or the one the
+/// request carries (e.g. a [`Deadline`] extension, read by
+/// [`Propagate::incoming`]) if earlier, into each request just before it
+/// is sent — as `grpc-timeout` and optionally a header, with
 /// [`HttpDeadline::client`](crate::HttpDeadline::client) — and refuses to
 /// send a request with less than `min_remaining` of its budget left
 /// (`Rejected(DeadlineExceeded)`, without calling the inner service).
@@ -88,7 +90,8 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        if let Some(deadline) = Deadline::current() {
+        let deadline = Deadline::earliest(Deadline::current(), self.propagate.incoming(&req));
+        if let Some(deadline) = deadline {
             if deadline.remaining() < self.min_remaining {
                 return SendFuture { state: SendState::Expired };
             }

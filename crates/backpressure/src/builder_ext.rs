@@ -64,6 +64,27 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: CircuitBreakerLayer<C>,
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>>;
 
+    /// A [`RetryLayer`](crate::retry::RetryLayer): retries within a budget.
+    fn retried<P>(
+        self,
+        layer: backpressure_retry::RetryLayer<P>,
+    ) -> ServiceBuilder<Stack<backpressure_retry::RetryLayer<P>, L>>;
+
+    /// A [`PushbackLayer`](crate::http::PushbackLayer): obey the upstream's
+    /// `Retry-After` / `grpc-retry-pushback-ms`.
+    #[cfg(feature = "http")]
+    fn pushback(
+        self,
+        layer: backpressure_http::PushbackLayer,
+    ) -> ServiceBuilder<Stack<backpressure_http::PushbackLayer, L>>;
+
+    /// A [`SendDeadlineLayer`](crate::timeout::SendDeadlineLayer): write the
+    /// budget left into each outgoing request.
+    fn send_deadline<P>(
+        self,
+        layer: backpressure_timeout::SendDeadlineLayer<P>,
+    ) -> ServiceBuilder<Stack<backpressure_timeout::SendDeadlineLayer<P>, L>>;
+
     /// The [`RespondLayer`](crate::http::RespondLayer): rejections as responses.
     #[cfg(feature = "http")]
     fn respond(self) -> ServiceBuilder<Stack<backpressure_http::RespondLayer, L>>;
@@ -74,6 +95,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         preset: crate::preset::ServerPreset<R, B>,
     ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B>, L>>;
+
+    /// The whole [`ClientPreset`](crate::client::ClientPreset).
+    #[cfg(feature = "http")]
+    fn client_preset<R, B, C, Q>(
+        self,
+        preset: crate::client::ClientPreset<R, B, C, Q>,
+    ) -> ServiceBuilder<Stack<crate::client::ClientPreset<R, B, C, Q>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -112,6 +140,28 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    fn retried<P>(
+        self,
+        layer: backpressure_retry::RetryLayer<P>,
+    ) -> ServiceBuilder<Stack<backpressure_retry::RetryLayer<P>, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "http")]
+    fn pushback(
+        self,
+        layer: backpressure_http::PushbackLayer,
+    ) -> ServiceBuilder<Stack<backpressure_http::PushbackLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn send_deadline<P>(
+        self,
+        layer: backpressure_timeout::SendDeadlineLayer<P>,
+    ) -> ServiceBuilder<Stack<backpressure_timeout::SendDeadlineLayer<P>, L>> {
+        self.layer(layer)
+    }
+
     #[cfg(feature = "http")]
     fn respond(self) -> ServiceBuilder<Stack<backpressure_http::RespondLayer, L>> {
         self.layer(backpressure_http::RespondLayer::new())
@@ -122,6 +172,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         preset: crate::preset::ServerPreset<R, B>,
     ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B>, L>> {
+        self.layer(preset)
+    }
+
+    #[cfg(feature = "http")]
+    fn client_preset<R, B, C, Q>(
+        self,
+        preset: crate::client::ClientPreset<R, B, C, Q>,
+    ) -> ServiceBuilder<Stack<crate::client::ClientPreset<R, B, C, Q>, L>> {
         self.layer(preset)
     }
 }

@@ -43,14 +43,18 @@
 //! | [`rate`] | `backpressure-rate` | GCRA, direct and keyed, bounded key memory, exact `Retry-After`, bounded wait, shadow mode |
 //! | [`shed`] | `backpressure-shed` | priority-aware shedding on limiter occupancy, event-loop lag, in-flight or custom signals |
 //! | [`breaker`] | `backpressure-breaker` | circuit breaker with sliding count/time windows, slow calls, backoff; SRE adaptive throttling |
-//! | `http` (feature) | `backpressure-http` | `RespondLayer` (429/503/504, gRPC statuses, `Retry-After`, `RateLimit` headers), `ClientIp` with trusted hops, priority header |
+//! | `http` (feature) | `backpressure-http` | `RespondLayer` (429/503/504, gRPC statuses, `Retry-After`, `RateLimit` headers), `ClientIp` with trusted hops, priority header, `PushbackLayer` for clients |
 //! | `redis` (feature) | `backpressure-redis` | a `RateStore` on Redis: one Lua round trip, Redis time, bounded failure modes |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
+//! | [`retry`] | `backpressure-retry` | retries within a budget, full-jitter backoff, never past the deadline; HTTP/gRPC idempotency and `Retry-After` rules |
 //!
 //! With the `http` feature, [`preset::ServerPreset`] stacks them in the
 //! recommended order in front of an axum or tonic service, and its docs
-//! explain the order and what goes wrong in the others. The client preset
-//! lands with its issue.
+//! explain the order and what goes wrong in the others.
+//! [`client::ClientPreset`] does the same in front of an HTTP or gRPC
+//! client: total deadline, retries within a budget, the upstream's
+//! pushback obeyed, adaptive throttling, an AIMD limit, and the deadline
+//! propagated downstream.
 
 #![deny(missing_docs)]
 
@@ -73,6 +77,10 @@ pub use backpressure_shed as shed;
 /// Circuit breakers with sliding windows, and adaptive client-side throttling.
 pub use backpressure_breaker as breaker;
 
+/// Retries within a budget, with full-jitter backoff, never past the
+/// deadline.
+pub use backpressure_retry as retry;
+
 /// HTTP and gRPC glue: rejections as responses, client-IP and priority
 /// extractors (feature `http`).
 #[cfg(feature = "http")]
@@ -85,6 +93,11 @@ pub use builder_ext::ServiceBuilderExt;
 /// `http`).
 #[cfg(feature = "http")]
 pub mod preset;
+
+/// The client preset: the client stack in the recommended order (feature
+/// `http`).
+#[cfg(feature = "http")]
+pub mod client;
 
 /// A global rate limit on Redis (feature `redis`).
 #[cfg(feature = "redis")]
