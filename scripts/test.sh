@@ -28,3 +28,6 @@ RUSTFLAGS="--cfg backpressure_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target
 echo "==> cargo test"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
+
+echo "==> examples (smoke runs; each asserts its own claims)"
+cargo run --quiet --example client >/dev/null

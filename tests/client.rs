@@ -31,13 +31,16 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// What a test server saw: arrival time, method, body, grpc-timeout.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Instant, Method, Bytes, Option<Duration>)>>>);
+struct Seen(Arc<Mutex<Vec<Hit>>>);
+
+/// One request as a server saw it: arrival, method, body, `grpc-timeout`.
+type Hit = (Instant, Method, Bytes, Option<Duration>);
 
 impl Seen {
     fn len(&self) -> usize {
         self.0.lock().unwrap().len()
     }
-    fn all(&self) -> Vec<(Instant, Method, Bytes, Option<Duration>)> {
+    fn all(&self) -> Vec<Hit> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -185,7 +188,8 @@ async fn a_dead_server_sees_at_most_the_budget_not_three_times_the_traffic() {
 #[tokio::test(start_paused = true)]
 async fn non_idempotent_requests_are_never_retried_and_bodies_are_resent_intact() {
     let (addr, seen) = serve(script(|n| {
-        let status = if n % 2 == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        let status =
+            if n.is_multiple_of(2) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
         (status, vec![], Duration::ZERO)
     }))
     .await;
@@ -261,7 +265,10 @@ async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
     let res = client.oneshot(request(Method::GET, a_addr, "")).await.unwrap();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     let waited = Instant::now() - start;
-    assert!(waited >= Duration::from_millis(790) && waited <= Duration::from_millis(800), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(790) && waited <= Duration::from_millis(800),
+        "{waited:?}"
+    );
 
     // Let everything downstream finish, then read what each hop saw.
     tokio::time::sleep(Duration::from_secs(5)).await;

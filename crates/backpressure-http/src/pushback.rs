@@ -388,12 +388,7 @@ pin_project! {
 
 impl<S: Service<Req>, Req> PushbackFuture<S, Req> {
     fn ready(svc: S, req: Req, gate: Arc<Gate>, deadline: Option<Deadline>) -> Self {
-        PushbackFuture {
-            state: State::Ready { svc, req: Some(req) },
-            held: None,
-            deadline,
-            gate,
-        }
+        PushbackFuture { state: State::Ready { svc, req: Some(req) }, held: None, deadline, gate }
     }
 
     fn reject(gate: Arc<Gate>, left: Duration) -> Self {

@@ -102,12 +102,10 @@ where
         }
         let delay =
             shared.backoff.delay(retries + 1, &shared.draw).max(not_before.unwrap_or_default());
-        if let Some(d) = deadline {
-            if Instant::now() + delay >= d.instant() {
-                counters.denied_deadline.fetch_add(1, Relaxed);
-                tracing::debug!(layer = %shared.name, "retry: no time left before the deadline");
-                return Next::Return;
-            }
+        if deadline.is_some_and(|d| Instant::now() + delay >= d.instant()) {
+            counters.denied_deadline.fetch_add(1, Relaxed);
+            tracing::debug!(layer = %shared.name, "retry: no time left before the deadline");
+            return Next::Return;
         }
         // The last attempt can take the template itself.
         let req = if retries + 2 >= shared.max_attempts {

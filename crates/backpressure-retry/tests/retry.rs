@@ -19,7 +19,10 @@ type Req = Request<String>;
 
 /// Records each attempt: when it arrived, its body, its deadline in scope.
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(Instant, String, Option<Deadline>)>>>);
+struct Log(Arc<Mutex<Vec<Attempt>>>);
+
+/// When an attempt arrived, its body, the deadline in its scope.
+type Attempt = (Instant, String, Option<Deadline>);
 
 impl Log {
     fn len(&self) -> usize {

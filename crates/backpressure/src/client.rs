@@ -151,8 +151,11 @@ impl ClientPreset {
     pub fn new() -> Result<Self, ConfigError> {
         let retry = RetryLayer::builder(HttpRetry::new()).name("client").build()?;
         let pushback = PushbackLayer::builder().name("client").build()?;
-        let throttle =
-            AdaptiveThrottleLayer::builder().min_requests(20).classify(HttpClassify).name("client").build()?;
+        let throttle = AdaptiveThrottleLayer::builder()
+            .min_requests(20)
+            .classify(HttpClassify)
+            .name("client")
+            .build()?;
         let concurrency = ConcurrencyLimitLayer::builder()
             .adaptive(Aimd::new().initial_limit(20).min_limit(1).max_limit(500))
             .max_queue(50)
