@@ -281,10 +281,13 @@ async fn codel_cuts_waits_short_once_the_queue_stands() {
 
 #[tokio::test(start_paused = true)]
 async fn lower_priorities_only_get_their_share_of_the_limit() {
+    // Shares are opt-in: the default is work-conserving (100 % each).
     let layer = ConcurrencyLimitLayer::builder()
         .limit(10)
         .max_queue(0)
         .priority(|p: &Priority| *p)
+        .priority_share(Priority::Sheddable, 50)
+        .priority_share(Priority::SheddablePlus, 75)
         .build()
         .unwrap();
     let mut svc = layer.layer(Gauge::default().service::<Priority>(1_000));
