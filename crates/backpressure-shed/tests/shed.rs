@@ -86,10 +86,10 @@ async fn the_ramp_admits_the_configured_fraction() {
     // Binomial sampling error at n = 20,000 is at most 0.0035 (one sigma);
     // the tolerance is 0.015, over four sigma.
     for (priority, pressure, expected) in [
-        (Priority::Sheddable, 0.75, 0.5),
-        (Priority::Sheddable, 0.725, 0.75),
-        (Priority::Critical, 1.225, 0.5),
-        (Priority::CriticalPlus, 1.9, 0.1),
+        (Priority::Sheddable, 1.0, 0.5),
+        (Priority::Sheddable, 0.95, 0.75),
+        (Priority::Critical, 1.95, 0.5),
+        (Priority::CriticalPlus, 2.45, 0.1),
     ] {
         let got = admitted_fraction(&svc, &dial, priority, pressure, n).await;
         println!("{priority} at {pressure}: admitted {got:.4}, expected {expected}");
@@ -118,14 +118,15 @@ async fn the_occupancy_signal_tracks_a_real_concurrency_limit() {
         held.push(f);
         assert!((handle.pressure() - f64::from(i) / 10.0).abs() < 1e-9);
     }
-    // Every permit in use: pressure 1.0, sheddable work is shed...
-    let err = svc.call((Priority::Sheddable, 1)).await.unwrap_err();
-    assert_eq!(Rejected::find(&err).unwrap().kind(), RejectKind::Overloaded);
-    // ...and critical work still queues (pressure 1.0 < Critical's 0.95..1.6 ramp mostly).
+    // Every permit in use: pressure 1.0. Critical work still queues (its
+    // ramp starts at 1.9)...
     let mut queued = task::spawn(svc.call((Priority::CriticalPlus, 1)));
     assert_pending!(queued.poll());
     assert_eq!(handle.queued(), 1);
     assert!((handle.pressure() - 1.1).abs() < 1e-9);
+    // ...while sheddable work, at the end of its ramp, is shed.
+    let err = svc.call((Priority::Sheddable, 1)).await.unwrap_err();
+    assert_eq!(Rejected::find(&err).unwrap().kind(), RejectKind::Overloaded);
     drop(held);
     drop(queued);
     assert_eq!(handle.pressure(), 0.0);
@@ -161,7 +162,8 @@ async fn max_of_and_in_flight_signals() {
     let both = MaxOf::new(vec![Box::new(a.clone()), Box::new(b.clone())]);
     assert_eq!(both.pressure(), 0.6);
 
-    // In-flight: at 2 of 2, pressure 1.0 is past Sheddable's full (0.8).
+    // In-flight: at 3 of 2, pressure 1.5 is past Sheddable's full (1.1),
+    // and at Critical's start.
     let layer = LoadShedLayer::builder(backpressure_shed::NoSignal)
         .priority(|r: &(Priority, u64)| r.0)
         .in_flight_limit(2)
@@ -173,13 +175,16 @@ async fn max_of_and_in_flight_signals() {
     }));
     let mut one = task::spawn(svc.call((Priority::Critical, 100)));
     let mut two = task::spawn(svc.call((Priority::Critical, 100)));
+    let mut three = task::spawn(svc.call((Priority::Critical, 100)));
     assert_pending!(one.poll());
     assert_pending!(two.poll());
-    assert_eq!(layer.handle().snapshot().in_flight, Some(2));
+    assert_pending!(three.poll());
+    assert_eq!(layer.handle().snapshot().in_flight, Some(3));
     assert!(svc.call((Priority::Sheddable, 1)).await.is_err());
     tokio::time::advance(Duration::from_millis(100)).await;
     one.await.unwrap();
     two.await.unwrap();
+    three.await.unwrap();
     assert_eq!(layer.handle().snapshot().in_flight, Some(0));
     assert!(svc.call((Priority::Sheddable, 1)).await.is_ok());
 }
