@@ -1,42 +1,72 @@
 //! The overload lab: a database that handles 2,000 queries/s meets an API
-//! taking up to 10,000 requests/s.
+//! taking up to 40,000 requests/s.
 //!
 //! ```text
-//! cargo run --release --example overload [-- --duration 10 --seed 7]
+//! cargo run --release --example overload [-- --all] [--duration 10] [--seed 7]
+//!     [--loads 0.5,1,2,5,20] [--stacks none,tower,fixed,adaptive] [--svg PATH] [--real]
 //! ```
 //!
-//! Everything runs in simulated time (a paused tokio clock), so the figures
-//! are deterministic for a seed. Stacks, each in front of the same backend:
+//! Everything runs in simulated time (a paused tokio clock) unless `--real`
+//! is given, so the figures are deterministic for a seed. Stacks, each in
+//! front of the same backend:
 //!
 //! - `none`: the backend alone (its driver queue is unbounded);
 //! - `tower`: tower's best hand-tuned stack, `LoadShed -> ConcurrencyLimit(20)
 //!   -> Timeout(1 s)`, with the limit set to exactly the pool size;
-//! - `bp fixed`: our timeout (1 s) -> concurrency limit 20 with a FIFO queue
-//!   of 100 (the server preset's);
-//! - `bp adaptive`: the same with an untuned `Gradient2` limit, which must
-//!   find the capacity itself.
+//! - `fixed`: the server preset's layers in its order — timeout (1 s) ->
+//!   priority-aware shedding -> concurrency limit 20 with a FIFO queue of 100;
+//! - `adaptive`: the same with the preset's untuned `Gradient2` limit, which
+//!   must find the capacity itself.
 //!
-//! Then the mis-tuned case (tower's limit 10x too high and 4x too low,
-//! against our adaptive limit with no tuning) and bursty traffic at 0.9x.
+//! Scenarios: the plain load sweep, a step (1x -> 10x -> 1x), a mis-tuned
+//! tower limit, bursty traffic at 0.9x; with `--all` also a capacity change
+//! (the backend 3x slower for 10 s), a priority flood and a retry storm.
+//! An SVG with the curves is written to `target/overload-lab.svg` (or
+//! `--svg PATH`); the path is printed at the end.
 //!
-//! Still to come (see the lab's issue): priorities, the step /
-//! capacity-change / stale-work / retry scenarios, the SVG and the `--real`
-//! engine.
+//! `--real` runs the plain sweep over real HTTP instead: the same backend
+//! behind an axum server on loopback, driven by a hyper client in the same
+//! process, for `--duration` seconds per run (default 3) in wall-clock time.
 
-use std::time::Duration;
+#[path = "overload/real.rs"]
+mod real;
+#[path = "overload/svg.rs"]
+mod svg;
+
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use backpressure_lab::{
-    sim::{self, Backend, BackendConfig, LoadConfig, Report},
+    scenarios::{self, Lab, Row},
+    sim::Report,
     stacks::Stack,
 };
 
+#[global_allocator]
+static HEAP: backpressure_lab::alloc::PeakAlloc = backpressure_lab::alloc::PeakAlloc;
+
 struct Args {
-    duration: Duration,
+    duration: Option<Duration>,
     seed: u64,
+    loads: Vec<f64>,
+    stacks: Vec<Stack>,
+    all: bool,
+    real: bool,
+    svg: PathBuf,
 }
 
+const USAGE: &str = "usage: overload [--all] [--duration SECONDS] [--seed N] [--loads 0.5,1,2,5,20]
+                [--stacks none,tower,fixed,adaptive] [--svg PATH] [--real]";
+
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { duration: Duration::from_secs(10), seed: 7 };
+    let mut args = Args {
+        duration: None,
+        seed: 7,
+        loads: vec![0.5, 1.0, 2.0, 5.0, 20.0],
+        stacks: Stack::ALL.to_vec(),
+        all: false,
+        real: false,
+        svg: PathBuf::from("target/overload-lab.svg"),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -45,37 +75,120 @@ fn parse_args() -> Result<Args, String> {
                 let secs: u64 = value("--duration")?
                     .parse()
                     .map_err(|_| "--duration takes whole seconds".to_string())?;
-                if secs == 0 {
-                    return Err("--duration must be at least 1 second".into());
+                if !(1..=600).contains(&secs) {
+                    return Err("--duration must be 1 to 600 seconds".into());
                 }
-                args.duration = Duration::from_secs(secs);
+                args.duration = Some(Duration::from_secs(secs));
             }
             "--seed" => {
                 args.seed =
                     value("--seed")?.parse().map_err(|_| "--seed takes an integer".to_string())?
             }
+            "--loads" => {
+                args.loads = value("--loads")?
+                    .split(',')
+                    .map(|f| match f.trim().parse::<f64>() {
+                        Ok(x) if x > 0.0 && x <= 100.0 => Ok(x),
+                        _ => Err(format!("--loads: {f:?} is not a factor in (0, 100]")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--stacks" => {
+                args.stacks = value("--stacks")?
+                    .split(',')
+                    .map(|s| match s.trim() {
+                        "none" => Ok(Stack::None),
+                        "tower" => Ok(Stack::Tower),
+                        "fixed" => Ok(Stack::Fixed),
+                        "adaptive" => Ok(Stack::Adaptive),
+                        other => Err(format!(
+                            "--stacks: unknown stack {other:?} (none, tower, fixed, adaptive)"
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--svg" => args.svg = PathBuf::from(value("--svg")?),
+            "--all" => args.all = true,
+            "--real" => args.real = true,
             "-h" | "--help" => {
-                println!("usage: overload [--duration SECONDS] [--seed N]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if args.loads.is_empty() || args.stacks.is_empty() {
+        return Err("--loads and --stacks need at least one entry".into());
     }
     Ok(args)
 }
 
-fn row(stack: &str, load: f64, capacity: f64, r: &Report) {
+fn header() {
     println!(
-        "{stack:<12} {load:>5.1}x {:>9.0} {:>6.1}% {:>8.0?} {:>8.0?} {:>8.0?} {:>9} {:>9} {:>9}",
+        "{:<12} {:>18} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>9}",
+        "stack",
+        "load",
+        "goodput/s",
+        "of cap",
+        "p50",
+        "p99",
+        "max",
+        "rejected",
+        "too late",
+        "peak out",
+        "wasted",
+        "peak heap"
+    );
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+fn row(label: &str, stack: &str, capacity: f64, r: &Report) {
+    let heap = if r.peak_heap == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1} MiB", r.peak_heap as f64 / (1024.0 * 1024.0))
+    };
+    println!(
+        "{stack:<12} {label:>18} {:>9.0} {:>6.1}% {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>6.1}% {:>9}",
         r.goodput(),
         100.0 * r.goodput() / capacity,
-        r.quantile(0.50),
-        r.quantile(0.99),
-        r.quantile(1.0),
+        ms(r.quantile(0.50)),
+        ms(r.quantile(0.99)),
+        ms(r.quantile(1.0)),
         r.rejected,
         r.timed_out,
         r.peak_outstanding,
+        100.0 * r.wasted_share(),
+        heap,
     );
+}
+
+fn rows(lab: &Lab, rows: &[Row]) {
+    for r in rows {
+        row(&r.label, r.stack.name(), lab.capacity, &r.report);
+    }
+}
+
+/// One line of progress on stderr, rewritten in place.
+fn progress(done: &mut usize, what: &str) {
+    *done += 1;
+    eprint!("\r\x1b[2K  [{done:>2}] {what}");
+    let _ = std::io::stderr().flush();
+}
+
+fn series(label: &str, r: &Report, width: f32) {
+    let s = r.series(width);
+    let goodput: Vec<String> = s.iter().map(|i| format!("{:>5.0}", i.goodput)).collect();
+    let p99: Vec<String> = s.iter().map(|i| format!("{:>5}", i.p99.as_millis())).collect();
+    println!("  {label:<12} goodput/s {}", goodput.join(""));
+    println!("  {:<12} p99 ms    {}", "", p99.join(""));
+    if s.iter().any(|i| i.limit > 0) {
+        let limit: Vec<String> = s.iter().map(|i| format!("{:>5}", i.limit)).collect();
+        println!("  {:<12} limit     {}", "", limit.join(""));
+    }
 }
 
 fn main() {
@@ -86,89 +199,127 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = sim::runtime();
-    let config = BackendConfig::database();
-    let capacity =
-        rt.block_on(sim::calibrate(&Backend::new(config.clone()), Duration::from_secs(5)));
+    if args.real {
+        real::main(args.duration.unwrap_or(Duration::from_secs(3)), &args.loads, &args.stacks);
+        return;
+    }
+    let lab = Lab::new(args.duration.unwrap_or(Duration::from_secs(10)), args.seed);
+    let config = &lab.config;
     println!(
-        "backend: pool of {} at {:?} per query, nominal {:.0} queries/s, measured {capacity:.0}/s (closed loop, 5 s)",
+        "backend: pool of {} at {:?} per query, nominal {:.0} queries/s, measured {:.0}/s (closed loop, 5 s)",
         config.pool,
         config.service_time,
         config.capacity(),
+        lab.capacity,
     );
     println!(
         "load: Poisson arrivals for {:?} per run, clients give up after 1 s, seed {}\n",
-        args.duration, args.seed
+        lab.duration, lab.seed
     );
-    println!(
-        "{:<12} {:>6} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "stack",
-        "load",
-        "goodput/s",
-        "of cap",
-        "p50",
-        "p99",
-        "max",
-        "rejected",
-        "too late",
-        "peak out"
-    );
-    for factor in [0.5, 1.0, 2.0, 5.0, 20.0] {
-        let load = LoadConfig {
-            rate: capacity * factor,
-            duration: args.duration,
-            client_timeout: Duration::from_secs(1),
-            seed: args.seed,
-            burst: 1,
-        };
-        for stack in Stack::ALL {
-            row(stack.name(), factor, capacity, &stack.run(&rt, &config, &load));
-        }
+    let mut done = 0usize;
+
+    println!("plain: offered load as a multiple of capacity");
+    header();
+    let plain = scenarios::plain(&lab, &args.loads, &args.stacks, |w| progress(&mut done, w));
+    eprint!("\r\x1b[2K");
+    rows(&lab, &plain);
+
+    println!("\nstep: 1x for 5 s, 10x for 10 s, 1x for 5 s (per second)");
+    progress(&mut done, "step");
+    let step = scenarios::step(&lab, &args.stacks);
+    eprint!("\r\x1b[2K");
+    for r in &step {
+        series(r.stack.name(), &r.report, 1.0);
     }
-    // Where hand-tuning fails: nobody knows the capacity exactly.
+
     println!(
-        "\nmis-tuned: tower's limit 10x too high (200) and 4x too low (5), ours untuned, at 5x load"
+        "\nmis-tuned: tower's limit 10x too high (200) and 4x too low (5), ours untuned, at 5x"
     );
-    let load = LoadConfig {
-        rate: capacity * 5.0,
-        duration: args.duration,
-        client_timeout: Duration::from_secs(1),
-        seed: args.seed,
-        burst: 1,
-    };
-    for stack in [
-        Stack::TowerMistuned(config.pool * 10),
-        Stack::TowerMistuned(config.pool / 4),
-        Stack::Adaptive,
-    ] {
-        row(stack.name(), 5.0, capacity, &stack.run(&rt, &config, &load));
-    }
-    // Bursty traffic near capacity: the mean is 0.9x, but requests come in
-    // groups of 10. A zero-queue shedder rejects what a short queue serves.
-    println!("\nbursty: 0.9x load in bursts of 10");
-    let load = LoadConfig {
-        rate: capacity * 0.9,
-        duration: args.duration,
-        client_timeout: Duration::from_secs(1),
-        seed: args.seed,
-        burst: 10,
-    };
-    for stack in [Stack::Tower, Stack::Fixed, Stack::Adaptive] {
-        let r = stack.run(&rt, &config, &load);
-        row(stack.name(), 0.9, capacity, &r);
+    progress(&mut done, "mis-tuned");
+    let mistuned = scenarios::mistuned(&lab);
+    eprint!("\r\x1b[2K");
+    header();
+    rows(&lab, &mistuned);
+
+    println!("\nbursty: 0.9x on average, in groups of 10 arriving at once");
+    progress(&mut done, "bursty");
+    let bursty = scenarios::bursty(&lab);
+    eprint!("\r\x1b[2K");
+    header();
+    rows(&lab, &bursty);
+    for r in &bursty {
         println!(
-            "{:>21} rejected {:.2} % of {} requests",
-            "",
-            100.0 * r.rejected as f64 / r.sent as f64,
-            r.sent
+            "  {:<12} rejected {:.2} % of {} requests",
+            r.stack.name(),
+            100.0 * r.report.rejected as f64 / r.report.sent as f64,
+            r.report.sent
         );
     }
+
+    let mut capacity_rows = Vec::new();
+    if args.all {
+        println!(
+            "\ncapacity change: 1x load; the backend is 3x slower from 5 s to 15 s (per second)"
+        );
+        progress(&mut done, "capacity change");
+        capacity_rows = scenarios::capacity_change(&lab, &args.stacks);
+        eprint!("\r\x1b[2K");
+        for r in &capacity_rows {
+            series(r.stack.name(), &r.report, 1.0);
+        }
+
+        println!(
+            "\npriority flood: critical traffic worth 0.2x capacity inside a 5x sheddable flood"
+        );
+        progress(&mut done, "priority flood");
+        let flood = scenarios::priority_flood(&lab);
+        eprint!("\r\x1b[2K");
+        header();
+        rows(&lab, &flood);
+        for r in &flood {
+            println!(
+                "  {:<12} critical requests answered in time: {:.2} % of {}",
+                r.stack.name(),
+                100.0 * r.report.critical_success(),
+                r.report.critical.0
+            );
+        }
+
+        println!(
+            "\nretry storm: 2x load, clients abandon an attempt after 1 s and retry up to twice"
+        );
+        progress(&mut done, "retry storm");
+        let storm = scenarios::retry_storm(&lab);
+        eprint!("\r\x1b[2K");
+        header();
+        rows(&lab, &storm);
+        for r in &storm {
+            println!(
+                "  {:<12} {:<18} the server saw {:.2}x the requests; the backend {:.2}x",
+                r.stack.name(),
+                r.label,
+                r.report.attempts as f64 / r.report.sent as f64,
+                r.report.backend_arrived as f64 / r.report.sent as f64,
+            );
+        }
+    }
+
+    match svg::draw(&args.svg, &lab, &plain, &step, &capacity_rows) {
+        Ok(()) => println!("\ncurves: {}", args.svg.display()),
+        Err(e) => eprintln!("\noverload: could not write {}: {e}", args.svg.display()),
+    }
     println!(
-        "\n\"rejected\": turned away fast with an error. \"too late\": answered only after\n\
-         the client had given up (1 s). Without protection every request past\n\
-         capacity queues in the driver, the database slows under contention and\n\
-         goodput collapses. A concurrency limit at the pool size keeps the\n\
-         database at its best throughput; the adaptive one finds that size alone,\n\
-         and a bounded queue absorbs bursts a zero-queue limiter turns away."
+        "\n\"rejected\": turned away fast with an error. \"too late\": answered only after the\n\
+         client had given up (1 s). \"wasted\": share of the backend's work done for clients\n\
+         that had already left. \"peak out\": most requests inside the server at once.\n\
+         Without protection every request past capacity queues in the driver, the database\n\
+         slows under contention and goodput collapses. A concurrency limit at the pool size\n\
+         keeps the database at its best throughput; the adaptive one finds that size alone,\n\
+         and a bounded queue absorbs bursts a zero-queue limiter turns away.{}",
+        if args.all {
+            ""
+        } else {
+            "\nMore scenarios (capacity change, priority flood, retry storm): --all"
+        }
     );
 }

@@ -4,6 +4,8 @@
 //! Unpublished; it exists so the example and the tests run the same
 //! simulation.
 
+pub mod alloc;
+pub mod scenarios;
 pub mod sim;
 pub mod stacks;
 

@@ -1,10 +1,11 @@
 //! The stacks the lab compares, each in front of the same simulated backend.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use backpressure::{
     concurrency::{ConcurrencyLimitLayer, Gradient2},
-    core::BoxError,
+    core::{BoxError, Extract, Priority},
+    shed::LoadShedLayer,
     timeout::TimeoutLayer,
 };
 use tower::{Service, ServiceBuilder};
@@ -19,10 +20,11 @@ pub enum Stack {
     /// tower's best hand-tuned stack: `LoadShed -> ConcurrencyLimit(pool)
     /// -> Timeout(1 s)`, the limit set to exactly the pool size.
     Tower,
-    /// Ours: timeout (1 s) -> concurrency limit = pool size, a FIFO queue of
-    /// 5 pools (the server preset's 100).
+    /// Ours, the server preset's layers in its order: timeout (1 s) ->
+    /// priority-aware shedding -> concurrency limit = pool size, a FIFO queue
+    /// of 5 pools (the server preset's 100).
     Fixed,
-    /// Ours: timeout (1 s) -> untuned `Gradient2` limit, the same queue.
+    /// The same with the preset's untuned `Gradient2` limit.
     Adaptive,
     /// tower's stack with its limit set to this instead of the pool size:
     /// what an operator who does not know the capacity ships.
@@ -56,7 +58,7 @@ impl Stack {
         let backend = Backend::new(config.clone());
         let timeout = Duration::from_secs(1);
         match self {
-            Stack::None => rt.block_on(sim::run(backend.clone(), &backend, load)),
+            Stack::None => rt.block_on(sim::run(backend.clone(), &backend, load, None)),
             Stack::Tower | Stack::TowerMistuned(_) => {
                 let limit = match self {
                     Stack::TowerMistuned(n) => n,
@@ -67,35 +69,47 @@ impl Stack {
                     .concurrency_limit(limit)
                     .timeout(timeout)
                     .service(backend.clone());
-                rt.block_on(sim::run(svc, &backend, load))
+                rt.block_on(sim::run(svc, &backend, load, None))
             }
-            Stack::Fixed => {
-                let limit = ConcurrencyLimitLayer::builder()
-                    .limit(config.pool)
+            Stack::Fixed | Stack::Adaptive => {
+                let builder = ConcurrencyLimitLayer::builder();
+                let builder = match self {
+                    Stack::Fixed => builder.limit(config.pool),
+                    _ => builder.adaptive(Gradient2::new().probe_seed(7)),
+                };
+                let limit = builder
                     .max_queue(config.pool * 5)
+                    .priority(|job: &Job| job.priority())
                     .build()
                     .expect("valid limit");
-                rt.block_on(sim::run(ours(timeout, limit, backend.clone()), &backend, load))
-            }
-            Stack::Adaptive => {
-                let limit = ConcurrencyLimitLayer::builder()
-                    .adaptive(Gradient2::new().probe_seed(7))
-                    .max_queue(config.pool * 5)
-                    .build()
-                    .expect("valid limit");
-                rt.block_on(sim::run(ours(timeout, limit, backend.clone()), &backend, load))
+                let handle = limit.handle();
+                let probe: sim::Probe = Arc::new(move || handle.limit());
+                let svc = ours(timeout, limit, backend.clone());
+                rt.block_on(sim::run(svc, &backend, load, Some(probe)))
             }
         }
     }
 }
 
-fn ours(
+/// The server preset's layers, in its order, on the simulated request:
+/// timeout → priority-aware shedding on the limiter's pressure →
+/// concurrency limit with a bounded queue.
+fn ours<P>(
     timeout: Duration,
-    limit: ConcurrencyLimitLayer,
+    limit: ConcurrencyLimitLayer<P>,
     backend: Backend,
-) -> impl Service<Job, Response = (), Error = BoxError, Future: Send> + Clone + Send + 'static {
+) -> impl Service<Job, Response = (), Error = BoxError, Future: Send> + Clone + Send + Sync + 'static
+where
+    P: Extract<Job, Output = Priority> + Clone + Send + Sync + 'static,
+{
+    let shed = LoadShedLayer::builder(limit.handle())
+        .priority(|job: &Job| job.priority())
+        .seed(7)
+        .build()
+        .expect("valid shedder");
     ServiceBuilder::new()
         .layer(TimeoutLayer::new(timeout).expect("valid timeout"))
+        .layer(shed)
         .layer(limit)
         .service(backend)
 }

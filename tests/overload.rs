@@ -3,19 +3,20 @@
 
 use std::time::Duration;
 
+#[global_allocator]
+static HEAP: backpressure_lab::alloc::PeakAlloc = backpressure_lab::alloc::PeakAlloc;
+
 use backpressure_lab::{
     sim::{self, Backend, BackendConfig, LoadConfig, Report},
     stacks::Stack,
 };
 
 fn load(factor: f64, seed: u64) -> LoadConfig {
-    LoadConfig {
-        rate: BackendConfig::database().capacity() * factor,
-        duration: Duration::from_secs(10),
-        client_timeout: Duration::from_secs(1),
+    LoadConfig::poisson(
+        BackendConfig::database().capacity() * factor,
+        Duration::from_secs(10),
         seed,
-        burst: 1,
-    }
+    )
 }
 
 fn run(stack: Stack, factor: f64) -> Report {
@@ -83,6 +84,8 @@ fn our_stacks_keep_goodput_at_capacity_at_5x_and_20x() {
             );
             assert!(ours.quantile(0.99) <= Duration::from_millis(250));
             assert_eq!(ours.timed_out, 0, "nobody waits past their client");
+            // Stale work: capacity spent on requests whose client had left.
+            assert!(ours.wasted_share() <= 0.01, "{:.2} % wasted", ours.wasted_share() * 100.0);
         }
     }
 }
@@ -148,5 +151,129 @@ fn bursty_traffic_near_capacity_is_served_by_a_short_queue() {
         assert!(share <= 0.01, "{}: {:.2} % rejected", stack.name(), share * 100.0);
         assert!(ours.rejected * 5 <= tower.rejected);
         assert!(ours.quantile(0.99) <= Duration::from_millis(100));
+    }
+}
+
+mod scenarios {
+    use std::time::Duration;
+
+    use backpressure_lab::{
+        scenarios::{self, Lab, SLOW_FROM, SLOW_TO, STEP_DOWN},
+        sim::Report,
+        stacks::Stack,
+    };
+
+    fn lab() -> Lab {
+        Lab::new(Duration::from_secs(10), 7)
+    }
+
+    fn goodputs(r: &Report) -> Vec<f64> {
+        r.series(1.0).iter().map(|i| i.goodput).collect()
+    }
+
+    #[test]
+    fn capacity_change_is_tracked_within_2s_and_recovered_within_2s() {
+        let lab = lab();
+        let reduced = lab.capacity / 3.0;
+        let rows = scenarios::capacity_change(&lab, &[Stack::Tower, Stack::Fixed, Stack::Adaptive]);
+        for row in &rows {
+            let g = goodputs(&row.report);
+            println!(
+                "{}: goodput/s {:?}",
+                row.stack.name(),
+                g.iter().map(|x| x.round()).collect::<Vec<_>>()
+            );
+        }
+        let (from, to) = (SLOW_FROM.as_secs() as usize, SLOW_TO.as_secs() as usize);
+        for row in rows.iter().filter(|r| r.stack != Stack::Tower) {
+            let g = goodputs(&row.report);
+            for (s, &x) in g.iter().enumerate().take(to).skip(from + 2) {
+                assert!(
+                    x >= 0.9 * reduced,
+                    "{} at {s} s: {x}/s of {reduced:.0}/s",
+                    row.stack.name()
+                );
+            }
+            for (s, &x) in g.iter().enumerate().skip(to + 2) {
+                assert!(
+                    x >= 0.9 * lab.capacity,
+                    "{} at {s} s: {x}/s after recovery",
+                    row.stack.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn critical_traffic_survives_a_sheddable_flood() {
+        let lab = lab();
+        for row in scenarios::priority_flood(&lab) {
+            let r = &row.report;
+            println!(
+                "{}: critical success {:.2} % of {}, goodput {:.1} %",
+                row.stack.name(),
+                r.critical_success() * 100.0,
+                r.critical.0,
+                r.goodput() / lab.capacity * 100.0
+            );
+            if row.stack == Stack::Tower {
+                assert!(r.critical_success() < 0.5, "tower cannot tell critical work apart");
+            } else {
+                assert!(r.critical_success() >= 0.99);
+                assert!(r.goodput() >= 0.98 * lab.capacity, "the flood still fills the backend");
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_budget_stops_the_storm() {
+        let lab = lab();
+        let rows = scenarios::retry_storm(&lab);
+        for row in &rows {
+            let r = &row.report;
+            println!(
+                "{} {}: attempts {:.2}x of {} requests, backend {:.2}x, goodput {:.1} %, p99 {:?}",
+                row.label,
+                row.stack.name(),
+                r.attempts as f64 / r.sent as f64,
+                r.sent,
+                r.backend_arrived as f64 / r.sent as f64,
+                r.goodput() / lab.capacity * 100.0,
+                r.quantile(0.99),
+            );
+        }
+        let naive = &rows.iter().find(|r| r.stack == Stack::None).unwrap().report;
+        assert!(naive.attempts as f64 > 2.5 * naive.sent as f64, "naive retries amplify");
+        assert!(naive.goodput() < 0.1 * lab.capacity, "and collapse an unprotected backend");
+        let budget = &rows.last().unwrap().report;
+        assert!(budget.attempts as f64 <= 1.2 * budget.sent as f64);
+        assert!(budget.goodput() >= 0.9 * lab.capacity);
+    }
+
+    #[test]
+    fn after_a_surge_full_goodput_returns_within_a_second() {
+        let lab = lab();
+        let rows =
+            scenarios::step(&lab, &[Stack::None, Stack::Tower, Stack::Fixed, Stack::Adaptive]);
+        let down = STEP_DOWN.as_secs() as usize;
+        for row in &rows {
+            let g = goodputs(&row.report);
+            println!(
+                "{}: goodput/s {:?}",
+                row.stack.name(),
+                g.iter().map(|x| x.round()).collect::<Vec<_>>()
+            );
+            if matches!(row.stack, Stack::Fixed | Stack::Adaptive) {
+                for (s, &x) in g.iter().enumerate().skip(down + 1) {
+                    assert!(x >= 0.9 * lab.capacity, "{} at {s} s: {x}/s", row.stack.name());
+                }
+                assert!(row.report.quantile(0.99) <= Duration::from_millis(250));
+            }
+        }
+        let none = goodputs(&rows[0].report);
+        assert!(
+            none[down + 1..].iter().all(|&x| x < 0.5 * lab.capacity),
+            "the unprotected backend stays collapsed"
+        );
     }
 }
