@@ -117,5 +117,56 @@ fn bench_breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_timeout, bench_concurrency, bench_shed, bench_breaker);
+fn bench_preset(c: &mut Criterion) {
+    use backpressure::{
+        breaker::CircuitBreakerLayer,
+        core::HttpClassify,
+        preset::ServerPreset,
+        rate::{Quota, RateLimitLayer},
+    };
+    use tower::Layer;
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _ctx = rt.enter();
+    let bare = service_fn(|_req: http::Request<()>| async move {
+        Ok::<_, Infallible>(http::Response::new(()))
+    });
+    let full = || {
+        ServerPreset::new()
+            .expect("valid")
+            .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).expect("valid"))
+            .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"))
+    };
+    let mut group = c.benchmark_group("preset");
+    group.bench_function("bare", |b| {
+        let mut svc = bare;
+        b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
+    });
+    group.bench_function("tower_shed_limit_timeout", |b| {
+        let mut svc = ServiceBuilder::new()
+            .load_shed()
+            .concurrency_limit(1_000)
+            .timeout(Duration::from_secs(1))
+            .service(bare);
+        b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
+    });
+    group.bench_function("backpressure_full", |b| {
+        let mut svc = full().deadline_extension(false).layer(bare);
+        b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
+    });
+    group.bench_function("backpressure_full_with_deadline_extension", |b| {
+        let mut svc = full().layer(bare);
+        b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_timeout,
+    bench_concurrency,
+    bench_shed,
+    bench_breaker,
+    bench_preset
+);
 criterion_main!(benches);

@@ -150,6 +150,25 @@ impl<R, B> ServerPreset<R, B> {
         }
     }
 
+    /// Whether the timeout stores the request's [`Deadline`] in its
+    /// extensions, where handlers read it (e.g. to pass it on to a
+    /// [`ClientPreset`](crate::client::ClientPreset) call). Default: yes.
+    ///
+    /// The insertion allocates when the request has no extensions yet
+    /// (`http::Extensions` boxes its map on first use): 3 allocations per
+    /// request on a bare `http::Request`, measured in
+    /// `tests/allocations.rs` (the map's box, its table, the boxed value);
+    /// behind an axum router, which inserts extensions of its own first,
+    /// usually only the boxed value is left. With `false` the whole preset
+    /// allocates nothing per admitted request.
+    ///
+    /// [`Deadline`]: backpressure_core::Deadline
+    #[must_use]
+    pub fn deadline_extension(mut self, yes: bool) -> Self {
+        self.timeout = self.timeout.propagate(HttpDeadline::server().insert_extension(yes));
+        self
+    }
+
     /// The concurrency limit's handle (limit, in-flight, queue).
     pub fn concurrency_handle(&self) -> ConcurrencyLimitHandle {
         self.concurrency.handle()
