@@ -22,7 +22,10 @@ pin_project! {
 }
 use tower_service::Service;
 
-use crate::permit::{Permit, Waiter};
+use crate::{
+    hold::{HeldPermit, OnResponse, Release},
+    permit::{Permit, Waiter},
+};
 
 pin_project! {
     /// The response future of [`ConcurrencyLimit`](crate::ConcurrencyLimit).
@@ -31,7 +34,7 @@ pin_project! {
     /// holding a permit and waiting for the inner service's readiness;
     /// called. The permit is held until the inner future completes or this
     /// future is dropped, whichever comes first.
-    pub struct ResponseFuture<S, Req, C>
+    pub struct ResponseFuture<S, Req, C, H = Release>
     where
         S: Service<Req>,
     {
@@ -39,7 +42,8 @@ pin_project! {
         state: State<S, Req, S::Future>,
         permit: Option<Permit>,
         queued: Option<Pin<Box<Queued>>>,
-        classify: C,
+        // The classifier and what the response does with the permit.
+        classify: (C, H),
     }
 }
 
@@ -56,12 +60,12 @@ pin_project! {
     }
 }
 
-impl<S, Req, C> ResponseFuture<S, Req, C>
+impl<S, Req, C, H> ResponseFuture<S, Req, C, H>
 where
     S: Service<Req>,
 {
     #[inline]
-    pub(crate) fn admitted(svc: S, req: Req, permit: Permit, classify: C) -> Self {
+    pub(crate) fn admitted(svc: S, req: Req, permit: Permit, classify: (C, H)) -> Self {
         ResponseFuture {
             state: State::Pending { svc, req: Some(req) },
             permit: Some(permit),
@@ -70,7 +74,7 @@ where
         }
     }
 
-    pub(crate) fn queued(svc: S, req: Req, waiter: Waiter, classify: C) -> Self {
+    pub(crate) fn queued(svc: S, req: Req, waiter: Waiter, classify: (C, H)) -> Self {
         ResponseFuture {
             state: State::Pending { svc, req: Some(req) },
             permit: None,
@@ -79,7 +83,7 @@ where
         }
     }
 
-    pub(crate) fn rejected(error: BoxError, classify: C) -> Self {
+    pub(crate) fn rejected(error: BoxError, classify: (C, H)) -> Self {
         ResponseFuture {
             state: State::Rejected { error: Some(error) },
             permit: None,
@@ -89,13 +93,14 @@ where
     }
 }
 
-impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+impl<S, Req, C, H> Future for ResponseFuture<S, Req, C, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
+    H: OnResponse<S::Response>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<H::Output, BoxError>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -158,13 +163,26 @@ where
                     if let Some(permit) = this.permit.as_mut()
                         && permit.wants_outcome()
                     {
-                        permit.complete(this.classify.classify(&result));
+                        permit.complete(this.classify.0.classify(&result));
+                    }
+                    if H::HOLDS {
+                        // The response keeps the permit (e.g. in its body).
+                        let permit = this.permit.take().map(HeldPermit);
+                        this.state.set(State::Done);
+                        return Poll::Ready(match result {
+                            Ok(res) => Ok(this.classify.1.on_response(res, permit)),
+                            Err(e) => Err(e.into()),
+                        });
                     }
                     // Released in place: moving the permit out first costs a
                     // store-forwarding stall that doubled the fast path.
                     *this.permit = None;
                     this.state.set(State::Done);
-                    return Poll::Ready(result.map_err(Into::into));
+                    let hold = &this.classify.1;
+                    return Poll::Ready(match result {
+                        Ok(res) => Ok(hold.on_response(res, None)),
+                        Err(e) => Err(e.into()),
+                    });
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err(

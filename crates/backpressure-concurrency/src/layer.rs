@@ -1,3 +1,4 @@
+use crate::Release;
 use std::{fmt, sync::Arc, time::Duration};
 
 use backpressure_core::{
@@ -19,11 +20,17 @@ const LAYER: &str = "concurrency-limit";
 /// The state lives in an `Arc` created when the layer is built, not in
 /// [`Layer::layer`]: axum calls `layer` once per connection and clones routes
 /// per request, and a limit created there (as tower's is) limits nothing.
-pub struct ConcurrencyLimitLayer<P = DefaultPriority, D = CurrentDeadline, C = DefaultClassify> {
+pub struct ConcurrencyLimitLayer<
+    P = DefaultPriority,
+    D = CurrentDeadline,
+    C = DefaultClassify,
+    H = Release,
+> {
     shared: Arc<Shared>,
     priority: P,
     deadline: D,
     classify: C,
+    hold: H,
 }
 
 impl ConcurrencyLimitLayer {
@@ -56,7 +63,7 @@ impl ConcurrencyLimitLayer {
     }
 }
 
-impl<P, D, C> ConcurrencyLimitLayer<P, D, C> {
+impl<P, D, C, H> ConcurrencyLimitLayer<P, D, C, H> {
     /// A handle to observe the limiter: current limit, in-flight, queue,
     /// rejections.
     pub fn handle(&self) -> ConcurrencyLimitHandle {
@@ -67,20 +74,38 @@ impl<P, D, C> ConcurrencyLimitLayer<P, D, C> {
     pub fn max_wait(&self) -> Duration {
         self.shared.max_wait
     }
+
+    /// Keeps each request's permit until its `http::Response`'s body has
+    /// ended or been dropped, instead of releasing it when the response's
+    /// headers are ready (feature `http`). For streaming and server-sent
+    /// events: otherwise a limit of 10 lets any number of long streams run
+    /// at once (tower-http#447). The adaptive algorithms still time the
+    /// request to its headers.
+    #[cfg(feature = "http")]
+    pub fn hold_until_body_end(self) -> ConcurrencyLimitLayer<P, D, C, crate::HoldUntilBodyEnd> {
+        ConcurrencyLimitLayer {
+            shared: self.shared,
+            priority: self.priority,
+            deadline: self.deadline,
+            classify: self.classify,
+            hold: crate::HoldUntilBodyEnd,
+        }
+    }
 }
 
-impl<P: Clone, D: Clone, C: Clone> Clone for ConcurrencyLimitLayer<P, D, C> {
+impl<P: Clone, D: Clone, C: Clone, H: Clone> Clone for ConcurrencyLimitLayer<P, D, C, H> {
     fn clone(&self) -> Self {
         ConcurrencyLimitLayer {
             shared: Arc::clone(&self.shared),
             priority: self.priority.clone(),
             deadline: self.deadline.clone(),
             classify: self.classify.clone(),
+            hold: self.hold.clone(),
         }
     }
 }
 
-impl<P, D, C> fmt::Debug for ConcurrencyLimitLayer<P, D, C> {
+impl<P, D, C, H> fmt::Debug for ConcurrencyLimitLayer<P, D, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyLimitLayer")
             .field("handle", &self.handle())
@@ -88,8 +113,8 @@ impl<P, D, C> fmt::Debug for ConcurrencyLimitLayer<P, D, C> {
     }
 }
 
-impl<S, P: Clone, D: Clone, C: Clone> Layer<S> for ConcurrencyLimitLayer<P, D, C> {
-    type Service = ConcurrencyLimit<S, P, D, C>;
+impl<S, P: Clone, D: Clone, C: Clone, H: Clone> Layer<S> for ConcurrencyLimitLayer<P, D, C, H> {
+    type Service = ConcurrencyLimit<S, P, D, C, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ConcurrencyLimit::from_parts(
@@ -98,6 +123,7 @@ impl<S, P: Clone, D: Clone, C: Clone> Layer<S> for ConcurrencyLimitLayer<P, D, C
             self.priority.clone(),
             self.deadline.clone(),
             self.classify.clone(),
+            self.hold.clone(),
         )
     }
 }
@@ -373,6 +399,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             priority: self.priority,
             deadline: self.deadline,
             classify: self.classify,
+            hold: Release,
         })
     }
 }

@@ -124,6 +124,7 @@ mod algorithm;
 mod counter;
 mod future;
 mod handle;
+mod hold;
 mod layer;
 mod metrics;
 mod permit;
@@ -134,6 +135,9 @@ mod shared;
 pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample, Summary, Vegas, WindowConfig};
 pub use future::ResponseFuture;
 pub use handle::{ConcurrencyLimitHandle, Snapshot};
+pub use hold::{HeldPermit, OnResponse, Release};
+#[cfg(feature = "http")]
+pub use hold::{HoldUntilBodyEnd, PermitBody};
 pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer, DEFAULT_SHARES};
 pub use queue::Discipline;
 pub use service::ConcurrencyLimit;

@@ -7,6 +7,7 @@ use backpressure_core::{BoxError, Classify, Deadline, Extract, Priority};
 use tower_service::Service;
 
 use crate::{
+    OnResponse, Release,
     future::ResponseFuture,
     permit::{Permit, Waiter},
     shared::{Admit, Shared},
@@ -16,23 +17,25 @@ use crate::{
 /// once, across every service built from the same
 /// [`ConcurrencyLimitLayer`](crate::ConcurrencyLimitLayer).
 #[derive(Debug)]
-pub struct ConcurrencyLimit<S, P, D, C> {
+pub struct ConcurrencyLimit<S, P, D, C, H = Release> {
     inner: S,
     shared: Arc<Shared>,
     priority: P,
     deadline: D,
     classify: C,
+    hold: H,
 }
 
-impl<S, P, D, C> ConcurrencyLimit<S, P, D, C> {
+impl<S, P, D, C, H> ConcurrencyLimit<S, P, D, C, H> {
     pub(crate) fn from_parts(
         inner: S,
         shared: Arc<Shared>,
         priority: P,
         deadline: D,
         classify: C,
+        hold: H,
     ) -> Self {
-        ConcurrencyLimit { inner, shared, priority, deadline, classify }
+        ConcurrencyLimit { inner, shared, priority, deadline, classify, hold }
     }
 
     /// The inner service.
@@ -51,7 +54,7 @@ impl<S, P, D, C> ConcurrencyLimit<S, P, D, C> {
     }
 }
 
-impl<S: Clone, P: Clone, D: Clone, C: Clone> Clone for ConcurrencyLimit<S, P, D, C> {
+impl<S: Clone, P: Clone, D: Clone, C: Clone, H: Clone> Clone for ConcurrencyLimit<S, P, D, C, H> {
     fn clone(&self) -> Self {
         ConcurrencyLimit {
             inner: self.inner.clone(),
@@ -59,21 +62,23 @@ impl<S: Clone, P: Clone, D: Clone, C: Clone> Clone for ConcurrencyLimit<S, P, D,
             priority: self.priority.clone(),
             deadline: self.deadline.clone(),
             classify: self.classify.clone(),
+            hold: self.hold.clone(),
         }
     }
 }
 
-impl<S, P, D, C, Req> Service<Req> for ConcurrencyLimit<S, P, D, C>
+impl<S, P, D, C, H, Req> Service<Req> for ConcurrencyLimit<S, P, D, C, H>
 where
+    H: OnResponse<S::Response> + Clone,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     P: Extract<Req, Output = Priority>,
     D: Extract<Req, Output = Option<Deadline>>,
     C: Classify<S::Response, S::Error> + Clone,
 {
-    type Response = S::Response;
+    type Response = H::Output;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, C>;
+    type Future = ResponseFuture<S, Req, C, H>;
 
     /// Always ready: admission is decided in `call`, where the request's
     /// priority and deadline are visible, and any wait happens in the
@@ -89,7 +94,7 @@ where
         // The instance we hold was never polled for readiness: a clone is as
         // good, and its readiness is awaited in the future, under the permit.
         let svc = self.inner.clone();
-        let classify = self.classify.clone();
+        let classify = (self.classify.clone(), self.hold.clone());
         if self.shared.try_fast(priority) {
             return ResponseFuture::admitted(
                 svc,

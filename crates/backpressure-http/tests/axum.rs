@@ -205,3 +205,133 @@ mod headers {
         assert!(pushback > 0 && pushback <= 1_000);
     }
 }
+
+mod streaming {
+    use std::{
+        convert::Infallible,
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use axum::body::Body;
+    use bytes::Bytes;
+    use http_body::Frame;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    /// A server-sent-events-like body fed by a channel; tells the test when
+    /// the server drops it.
+    struct Events {
+        rx: mpsc::Receiver<Bytes>,
+        dropped: Option<oneshot::Sender<()>>,
+    }
+
+    impl http_body::Body for Events {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    impl Drop for Events {
+        fn drop(&mut self) {
+            if let Some(tx) = self.dropped.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    type Streams = Arc<std::sync::Mutex<Vec<(mpsc::Receiver<Bytes>, oneshot::Sender<()>)>>>;
+
+    fn app(
+        layer: ConcurrencyLimitLayer<
+            backpressure_core::DefaultPriority,
+            backpressure_core::CurrentDeadline,
+            backpressure_core::DefaultClassify,
+            backpressure_concurrency::HoldUntilBodyEnd,
+        >,
+        streams: Streams,
+    ) -> Router {
+        Router::new()
+            .route(
+                "/",
+                get(move || {
+                    let streams = Arc::clone(&streams);
+                    async move {
+                        let (rx, dropped) =
+                            streams.lock().unwrap().pop().expect("a prepared stream");
+                        Body::new(Events { rx, dropped: Some(dropped) })
+                    }
+                }),
+            )
+            .layer(ServiceBuilder::new().layer(RespondLayer::new()).layer(layer))
+    }
+
+    async fn open_stream(addr: SocketAddr) -> (TcpStream, String) {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.expect("read the head");
+            head.push(byte[0]);
+        }
+        (stream, String::from_utf8_lossy(&head).into_owned())
+    }
+
+    // Current-thread: when the server drops a body, its permit is released
+    // in the same synchronous drop, before this test's task runs again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_streaming_body_holds_its_permit_until_it_ends_or_the_client_leaves() {
+        let layer = ConcurrencyLimitLayer::builder()
+            .limit(2)
+            .max_queue(0)
+            .build()
+            .unwrap()
+            .hold_until_body_end();
+        let handle = layer.handle();
+        let streams: Streams = Arc::default();
+        let (tx_a, rx_a) = mpsc::channel(4);
+        let (drop_a, dropped_a) = oneshot::channel();
+        let (tx_b, rx_b) = mpsc::channel(4);
+        let (drop_b, dropped_b) = oneshot::channel();
+        // Popped from the end: A first, then B.
+        streams.lock().unwrap().extend([(rx_b, drop_b), (rx_a, drop_a)]);
+        let addr = serve(app(layer, Arc::clone(&streams))).await;
+
+        let (mut a, head) = open_stream(addr).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let (mut b, _) = open_stream(addr).await;
+        assert_eq!(handle.in_flight(), 2, "two open streams hold both permits");
+        // A third request while both stream: rejected by the limit.
+        let (status, _) = request(addr, &[]).await;
+        assert_eq!(status, 503);
+
+        // Stream A ends normally: its permit comes back.
+        tx_a.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+        drop(tx_a);
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).await.ok();
+        assert!(String::from_utf8_lossy(&rest).contains("data: 1"));
+        dropped_a.await.expect("A's body dropped");
+        assert_eq!(handle.in_flight(), 1);
+
+        // Client B disconnects mid-stream: the server drops the body.
+        tx_b.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+        let mut chunk = [0u8; 8];
+        let _ = b.read(&mut chunk).await;
+        drop(b);
+        dropped_b.await.expect("B's body dropped");
+        assert_eq!(handle.in_flight(), 0);
+        drop(tx_b);
+    }
+}
