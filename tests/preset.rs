@@ -77,3 +77,13 @@ async fn the_preset_through_service_builder_with_a_fixed_limit() {
     assert_eq!(status(addr, "priority: sheddable\r\n").await, 200);
     assert_eq!(status(addr, "").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preset_can_hold_permits_for_the_body() {
+    let preset = ServerPreset::new().unwrap().hold_until_body_end();
+    let handle = preset.concurrency_handle();
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(preset);
+    let addr = serve(app).await;
+    assert_eq!(status(addr, "").await, 200);
+    assert_eq!(handle.in_flight(), 0, "a finished body returns its permit");
+}

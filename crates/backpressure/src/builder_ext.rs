@@ -53,10 +53,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> ServiceBuilder<Stack<LoadShedLayer<P, E>, L>>;
 
     /// A [`ConcurrencyLimitLayer`].
-    fn concurrency_limited<P, D, C>(
+    fn concurrency_limited<P, D, C, H>(
         self,
-        layer: ConcurrencyLimitLayer<P, D, C>,
-    ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer<P, D, C>, L>>;
+        layer: ConcurrencyLimitLayer<P, D, C, H>,
+    ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer<P, D, C, H>, L>>;
 
     /// A [`CircuitBreakerLayer`].
     fn circuit_breaker<C>(
@@ -91,10 +91,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
 
     /// The whole [`ServerPreset`](crate::preset::ServerPreset).
     #[cfg(feature = "http")]
-    fn server_preset<R, B>(
+    fn server_preset<R, B, H>(
         self,
-        preset: crate::preset::ServerPreset<R, B>,
-    ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B>, L>>;
+        preset: crate::preset::ServerPreset<R, B, H>,
+    ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B, H>, L>>;
 
     /// The whole [`ClientPreset`](crate::client::ClientPreset).
     #[cfg(feature = "http")]
@@ -126,10 +126,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn concurrency_limited<P, D, C>(
+    fn concurrency_limited<P, D, C, H>(
         self,
-        layer: ConcurrencyLimitLayer<P, D, C>,
-    ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer<P, D, C>, L>> {
+        layer: ConcurrencyLimitLayer<P, D, C, H>,
+    ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer<P, D, C, H>, L>> {
         self.layer(layer)
     }
 
@@ -168,10 +168,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "http")]
-    fn server_preset<R, B>(
+    fn server_preset<R, B, H>(
         self,
-        preset: crate::preset::ServerPreset<R, B>,
-    ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B>, L>> {
+        preset: crate::preset::ServerPreset<R, B, H>,
+    ) -> ServiceBuilder<Stack<crate::preset::ServerPreset<R, B, H>, L>> {
         self.layer(preset)
     }
 

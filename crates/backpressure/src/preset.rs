@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use backpressure_concurrency::{
-    ConcurrencyLimit, ConcurrencyLimitHandle, ConcurrencyLimitLayer, Gradient2,
+    ConcurrencyLimit, ConcurrencyLimitHandle, ConcurrencyLimitLayer, Gradient2, HoldUntilBodyEnd,
+    Release,
 };
 use backpressure_core::{ConfigError, CurrentDeadline, HttpClassify};
 use backpressure_http::{Internal, PriorityHeader, Respond, RespondLayer};
@@ -68,11 +69,11 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct ServerPreset<R = Identity, B = Identity> {
+pub struct ServerPreset<R = Identity, B = Identity, H = Release> {
     timeout: TimeoutLayer<(), HttpDeadline>,
     rate: R,
     shed: LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>,
-    concurrency: PresetConcurrency,
+    concurrency: ConcurrencyLimitLayer<PriorityHeader, CurrentDeadline, HttpClassify, H>,
     breaker: B,
 }
 
@@ -127,9 +128,9 @@ impl ServerPreset {
     }
 }
 
-impl<R, B> ServerPreset<R, B> {
+impl<R, B, H> ServerPreset<R, B, H> {
     /// Adds a rate limit (third in the stack).
-    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B> {
+    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B, H> {
         ServerPreset {
             timeout: self.timeout,
             rate,
@@ -140,7 +141,7 @@ impl<R, B> ServerPreset<R, B> {
     }
 
     /// Adds a circuit breaker (innermost).
-    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2> {
+    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2, H> {
         ServerPreset {
             timeout: self.timeout,
             rate: self.rate,
@@ -169,6 +170,20 @@ impl<R, B> ServerPreset<R, B> {
         self
     }
 
+    /// Keeps each request's concurrency permit until its response body has
+    /// been sent or dropped, for streaming responses and server-sent events
+    /// (tower-http#447); see
+    /// [`ConcurrencyLimitLayer::hold_until_body_end`].
+    pub fn hold_until_body_end(self) -> ServerPreset<R, B, HoldUntilBodyEnd> {
+        ServerPreset {
+            timeout: self.timeout,
+            rate: self.rate,
+            shed: self.shed,
+            concurrency: self.concurrency.hold_until_body_end(),
+            breaker: self.breaker,
+        }
+    }
+
     /// The concurrency limit's handle (limit, in-flight, queue).
     pub fn concurrency_handle(&self) -> ConcurrencyLimitHandle {
         self.concurrency.handle()
@@ -187,16 +202,16 @@ impl<R, B> ServerPreset<R, B> {
     }
 }
 
-type Inner<B, S> = LoadShed<
-    ConcurrencyLimit<<B as Layer<S>>::Service, PriorityHeader, CurrentDeadline, HttpClassify>,
+type Inner<B, S, H> = LoadShed<
+    ConcurrencyLimit<<B as Layer<S>>::Service, PriorityHeader, CurrentDeadline, HttpClassify, H>,
     ConcurrencyLimitHandle,
     PriorityHeader,
 >;
 
-impl<S, R, B> Layer<S> for ServerPreset<R, B>
+impl<S, R, B, H: Clone> Layer<S> for ServerPreset<R, B, H>
 where
     B: Layer<S>,
-    R: Layer<Inner<B, S>>,
+    R: Layer<Inner<B, S, H>>,
 {
     type Service = Respond<Timeout<R::Service, (), HttpDeadline>, Internal>;
 
