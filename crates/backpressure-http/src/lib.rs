@@ -33,15 +33,21 @@
 //! # }
 //! ```
 //!
-//! Still to come (see the HTTP issue): body-held permits for streaming
-//! responses, tonic's `NamedService` forwarding, and the server preset.
+//! Body-held permits for streaming responses are an option of the
+//! concurrency limit (`hold_until_body_end`, feature `http` of
+//! `backpressure-concurrency`). With the `tonic` feature, [`named`] keeps a
+//! gRPC service's `NamedService` name through any layer.
 
 #![deny(missing_docs)]
 
 mod extract;
+#[cfg(feature = "tonic")]
+mod named;
 mod pushback;
 mod respond;
 
+#[cfg(feature = "tonic")]
+pub use named::{Named, named};
 pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
 pub use pushback::{
     PushbackFuture, PushbackHandle, PushbackLayer, PushbackLayerBuilder, PushbackMode,
