@@ -28,7 +28,11 @@ fn preset(per_minute: u32) -> (Preset, BreakerHandle) {
     let handle = breaker.handle();
     let preset = ServerPreset::new()
         .unwrap()
-        .rate_limit(RateLimitLayer::builder(Quota::per_minute(per_minute).burst(per_minute)).build().unwrap())
+        .rate_limit(
+            RateLimitLayer::builder(Quota::per_minute(per_minute).burst(per_minute))
+                .build()
+                .unwrap(),
+        )
         .breaker(breaker);
     (preset, handle)
 }
@@ -55,7 +59,10 @@ async fn rejections_reach_a_tonic_client_as_grpc_statuses() {
     let (preset, breaker) = preset(2);
     let (listener, addr) = listener().await;
     tokio::spawn(
-        Server::builder().layer(preset).add_service(health).serve_with_incoming(TcpIncoming::from(listener)),
+        Server::builder()
+            .layer(preset)
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener)),
     );
     let mut client = client(addr).await;
 

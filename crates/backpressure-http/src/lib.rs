@@ -46,9 +46,9 @@ mod named;
 mod pushback;
 mod respond;
 
+pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
 #[cfg(feature = "tonic")]
 pub use named::{Named, named};
-pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
 pub use pushback::{
     PushbackFuture, PushbackHandle, PushbackLayer, PushbackLayerBuilder, PushbackMode,
     PushbackService, PushbackSnapshot,
