@@ -152,6 +152,39 @@ mod tests {
         assert_eq!(parse_digits(b"123456789012345678901"), None);
     }
 
+    proptest::proptest! {
+        /// Arbitrary header bytes never panic, never exceed the clamp, and a
+        /// malformed `Retry-After` grants no delay at all.
+        #[test]
+        fn arbitrary_values_are_safe(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let now = SystemTime::now();
+            if let Some(d) = parse_retry_after(&bytes, now) {
+                proptest::prop_assert!(d <= Duration::from_secs(MAX_SECONDS));
+            }
+            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                let mut h = HeaderMap::new();
+                h.insert("retry-after", v.clone());
+                let said = pushback(StatusCode::TOO_MANY_REQUESTS, &h, now);
+                let well_formed = bytes.trim_ascii().iter().all(u8::is_ascii_digit) && !bytes.trim_ascii().is_empty();
+                if let Pushback::After(d) = said {
+                    proptest::prop_assert!(d <= Duration::from_secs(MAX_SECONDS));
+                } else if well_formed && bytes.trim_ascii().len() <= 20 {
+                    proptest::prop_assert!(false, "digits must parse: {:?}", bytes);
+                }
+                h.insert("grpc-retry-pushback-ms", v);
+                let _ = pushback(StatusCode::OK, &h, now);
+                let _ = grpc_status(&h);
+            }
+        }
+
+        /// Delay-seconds round-trip exactly below the clamp.
+        #[test]
+        fn digits_round_trip(secs in 0u64..MAX_SECONDS) {
+            let text = secs.to_string();
+            proptest::prop_assert_eq!(parse_retry_after(text.as_bytes(), SystemTime::now()), Some(Duration::from_secs(secs)));
+        }
+    }
+
     #[test]
     fn grpc_status_reads_digits_only() {
         assert_eq!(grpc_status(&headers(&[("grpc-status", "14")])), Some(14));

@@ -281,6 +281,25 @@ mod tests {
             }
         }
 
+        /// A priority header that is not exactly a known name or index maps
+        /// to the default: malformed input never buys a higher priority.
+        #[test]
+        fn malformed_priorities_get_the_default(value in "[ -~]{0,24}") {
+            let req = Request::builder().header("priority", value.as_str()).body(()).unwrap();
+            let got = PriorityHeader::default().extract(&req);
+            match Priority::parse_bytes(value.as_bytes()) {
+                Some(p) => prop_assert_eq!(got, p),
+                None => prop_assert_eq!(got, Priority::default()),
+            }
+            let known = Priority::ALL.iter().any(|p| {
+                let v = value.trim().to_ascii_lowercase().replace('_', "-");
+                v == p.as_str().replace('_', "-") || v == p.index().to_string()
+            });
+            if !known {
+                prop_assert_eq!(got, Priority::default());
+            }
+        }
+
         /// Whatever a client writes in front, behind one trusted proxy its
         /// key is the address the proxy appended.
         #[test]

@@ -80,3 +80,27 @@ async fn the_server_reads_the_millisecond_header_strictly() {
         assert_eq!(server.incoming(&with(bad)), None, "{bad:?}");
     }
 }
+
+proptest::proptest! {
+    /// Any bytes in the millisecond header: no panic, and only plain digits
+    /// (at most 12) set a deadline — never a longer one than they say.
+    #[test]
+    fn the_millisecond_header_is_parsed_strictly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)) {
+        use backpressure_timeout::Propagate;
+        let Ok(value) = http::HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let server = HttpDeadline::server().header(HeaderName::from_static("x-timeout-ms"));
+            let req = Request::builder().header("x-timeout-ms", value).body(()).unwrap();
+            let now = tokio::time::Instant::now();
+            let got = server.incoming(&req).map(|d| d.instant() - now);
+            let digits = !bytes.is_empty() && bytes.len() <= 12 && bytes.iter().all(u8::is_ascii_digit);
+            if digits {
+                let ms: u64 = std::str::from_utf8(&bytes).unwrap().parse().unwrap();
+                assert_eq!(got, Some(Duration::from_millis(ms)));
+            } else {
+                assert_eq!(got, None);
+            }
+        });
+    }
+}
