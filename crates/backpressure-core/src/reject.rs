@@ -123,6 +123,38 @@ pub struct RateLimitInfo {
     pub reset: Duration,
 }
 
+thread_local! {
+    static PUBLISHED: std::cell::Cell<Option<RateLimitInfo>> = const { std::cell::Cell::new(None) };
+}
+
+impl RateLimitInfo {
+    /// Hands this state to a layer right above, on this thread, for the
+    /// request being dispatched: a rate limit publishes what it decided
+    /// during `call`, and the outer layer [`take`](Self::take_published)s
+    /// it right after its own `call` to the rate limit returns (how the
+    /// `RateLimit` headers reach admitted responses without an allocation
+    /// or a type parameter). Anything left over is overwritten by the next
+    /// publication.
+    pub fn publish(self) {
+        PUBLISHED.with(|c| c.set(Some(self)));
+    }
+
+    /// Takes what was published on this thread, if anything.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backpressure_core::RateLimitInfo;
+    ///
+    /// let info = RateLimitInfo { limit: 10, window: Duration::from_secs(1), remaining: 9, reset: Duration::from_millis(100) };
+    /// info.publish();
+    /// assert_eq!(RateLimitInfo::take_published(), Some(info));
+    /// assert_eq!(RateLimitInfo::take_published(), None);
+    /// ```
+    pub fn take_published() -> Option<RateLimitInfo> {
+        PUBLISHED.with(std::cell::Cell::take)
+    }
+}
+
 /// The error every `backpressure` layer rejects a request with.
 ///
 /// It travels inside tower's [`BoxError`]; use [`Rejected::find`] to get it

@@ -44,6 +44,7 @@ mod extract;
 #[cfg(feature = "tonic")]
 mod named;
 mod pushback;
+mod ratelimit_headers;
 mod respond;
 
 pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
@@ -53,6 +54,7 @@ pub use pushback::{
     PushbackFuture, PushbackHandle, PushbackLayer, PushbackLayerBuilder, PushbackMode,
     PushbackService, PushbackSnapshot,
 };
+pub use ratelimit_headers::{RateLimitHeaders, RateLimitHeadersFuture, RateLimitHeadersLayer};
 pub use respond::{
     Internal, OnError, Respond, RespondFuture, RespondLayer, insert_rate_limit, rejection_response,
 };

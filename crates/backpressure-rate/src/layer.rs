@@ -46,6 +46,7 @@ pub(crate) struct Shared<St> {
     pub(crate) store: St,
     pub(crate) max_wait: Duration,
     pub(crate) shadow: bool,
+    pub(crate) publish: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
 }
@@ -76,6 +77,7 @@ impl RateLimitLayer {
             cost: UnitCost,
             max_wait: Duration::ZERO,
             shadow: false,
+            publish: false,
             name: None,
         }
     }
@@ -89,6 +91,7 @@ impl RateLimitLayer {
             cost: UnitCost,
             max_wait: Duration::ZERO,
             shadow: false,
+            publish: false,
             name: None,
         }
     }
@@ -220,6 +223,7 @@ pub struct RateLimitBuilder<E, C, Spec> {
     cost: C,
     max_wait: Duration,
     shadow: bool,
+    publish: bool,
     name: Option<LayerName>,
 }
 
@@ -239,6 +243,7 @@ impl<E, C> RateLimitBuilder<E, C, Direct> {
             cost: self.cost,
             max_wait: self.max_wait,
             shadow: self.shadow,
+            publish: self.publish,
             name: self.name,
         }
     }
@@ -266,6 +271,7 @@ impl<E, C, St> RateLimitBuilder<E, C, Custom<St>> {
             cost: self.cost,
             max_wait: self.max_wait,
             shadow: self.shadow,
+            publish: self.publish,
             name: self.name,
         }
     }
@@ -299,6 +305,7 @@ impl<E, C, Spec> RateLimitBuilder<E, C, Spec> {
             cost,
             max_wait: self.max_wait,
             shadow: self.shadow,
+            publish: self.publish,
             name: self.name,
         }
     }
@@ -317,6 +324,19 @@ impl<E, C, Spec> RateLimitBuilder<E, C, Spec> {
     #[must_use]
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.shadow = shadow;
+        self
+    }
+
+    /// Publishes each admitted request's quota state
+    /// ([`RateLimitInfo::publish`](backpressure_core::RateLimitInfo::publish))
+    /// during `call`, for a layer right above to put in the response — the
+    /// `RateLimit` headers on admitted responses
+    /// (`backpressure_http::RateLimitHeadersLayer`). In-memory stores only:
+    /// an asynchronous store (Redis) decides after `call` returns. Default
+    /// off (no cost).
+    #[must_use]
+    pub fn publish_admitted(mut self, yes: bool) -> Self {
+        self.publish = yes;
         self
     }
 
@@ -342,6 +362,7 @@ impl<E, C, Spec> RateLimitBuilder<E, C, Spec> {
                 store,
                 max_wait: self.max_wait,
                 shadow: self.shadow,
+                publish: self.publish,
                 name: self.name.unwrap_or(LayerName::from_static(LAYER)),
                 stats: Stats::default(),
             }),

@@ -129,6 +129,9 @@ impl<S, E, C, St> RateLimit<S, E, C, St> {
     where
         S: Service<Req> + Clone,
     {
+        if self.shared.publish && !matches!(decision.verdict, Verdict::Reject { .. }) {
+            decision.info().publish();
+        }
         match decision.verdict {
             Verdict::Allow => ResponseFuture::called(self.inner.call(req)),
             Verdict::AllowAfter(wait) => {
