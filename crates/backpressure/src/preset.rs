@@ -51,6 +51,28 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 ///   (our classifiers ignore them, but then it learns nothing while they
 ///   happen).
 ///
+/// # Guard rails
+///
+/// Configurations that defeat the stack without any error:
+///
+/// - **a timeout shorter than the queue's `max_wait`**: queued requests are
+///   cut by the timeout (504) instead of being turned away early (503) —
+///   warned about (a `tracing` warning) when the preset is built;
+/// - **HTTP/2 `max_concurrent_streams` below the limit**: hyper stops
+///   reading a connection's streams at that number (hyper#3559), so
+///   requests queue invisibly in the connection, before any layer sees
+///   them, and a single busy client can never reach the limit. With
+///   HTTP/2 set the server's per-connection stream limit at or above
+///   the concurrency limit's `max_limit` (hyper's default is 200; the
+///   preset's adaptive limit may grow to 1,000);
+/// - **a rate limit keyed on the peer address behind a proxy**: every
+///   client shares the proxy's address; use `ClientIp::behind_proxies(n)`
+///   with the number of proxies you run, never the leftmost
+///   `X-Forwarded-For` entry (any client can write it);
+/// - **layers outside the preset that buffer** (tower's `Buffer`, a
+///   per-connection queue): an unbounded wait in front of the timeout is
+///   time no deadline covers.
+///
 /// ```
 /// use backpressure::preset::ServerPreset;
 /// use backpressure::rate::{Quota, RateLimitLayer};
@@ -129,7 +151,10 @@ impl ServerPreset {
 }
 
 impl<R, B, H> ServerPreset<R, B, H> {
-    /// Adds a rate limit (third in the stack).
+    /// Adds a rate limit (third in the stack). For `RateLimit` headers on
+    /// admitted responses too, pass
+    /// `ServiceBuilder::new().layer(RateLimitHeadersLayer::new()).layer(rate)`
+    /// with `rate` built with `publish_admitted(true)`.
     pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B, H> {
         ServerPreset {
             timeout: self.timeout,

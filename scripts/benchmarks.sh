@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerates BENCHMARKS.md: runs every bench and measurement the file
+# quotes, then renders it with scripts/benchmarks.py. Run it on an idle
+# machine (takes ~15 minutes on 2 cores); never edit BENCHMARKS.md by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+target="${CARGO_TARGET_DIR:-target}"
+out="$target/bench-outputs"
+mkdir -p "$out"
+
+echo "==> criterion benches (layers, rate, redis)"
+cargo bench -p backpressure-benches 2>&1 | tee "$out/criterion.txt" | grep -E '^[a-z_]+/|time:' || true
+echo "==> memory per key"
+cargo test -q -p backpressure-benches --release --test memory -- --nocapture 2>&1 | tee "$out/memory.txt" | grep 'heap per key'
+cargo test -q -p backpressure-rate --release --test rate -- --nocapture a_key_spray 2>&1 | tee "$out/spray.txt" | grep 'key spray'
+echo "==> allocations"
+cargo test -q --test allocations 2>&1 | tee "$out/allocations.txt" | tail -1
+echo "==> overload lab (simulated, every scenario)"
+cargo run -q --release --example overload -- --all --svg "$out/overload-lab.svg" 2>/dev/null | tee "$out/lab.txt" >/dev/null
+echo "==> overload lab over real HTTP"
+cargo run -q --release --example overload -- --real 2>/dev/null | tee "$out/lab-real.txt" >/dev/null
+echo "==> client stack against a dead server"
+cargo test -q --test client -- --nocapture a_dead_server 2>&1 | tee "$out/client.txt" | grep received
+
+python3 scripts/benchmarks.py "$target" > BENCHMARKS.md
+echo "BENCHMARKS.md regenerated"
