@@ -64,6 +64,15 @@ pub type ClientThrottle = AdaptiveThrottleLayer<HttpClassify>;
 /// - *propagation innermost*: written at the last moment, the budget is
 ///   what is really left after queueing, backoff and holds.
 ///
+/// The preset speaks `http::Request<B>` / `http::Response<_>`, with `B` a
+/// [replayable](backpressure_retry::ReplayBody) body for retries
+/// (`Full<Bytes>`, `String`, ...): hyper-util's client and tonic's
+/// `Channel` take it as is. `reqwest::Client` is a tower service over its
+/// own request type; put a `service_fn` in between that converts with
+/// `reqwest::Request::try_from(http::Request)` and
+/// `http::Response::from(reqwest::Response)` (this workspace does not
+/// depend on reqwest, so that adapter is not tested here).
+///
 /// ```
 /// use std::time::Duration;
 /// use backpressure::client::ClientPreset;
