@@ -5,6 +5,7 @@ use std::{error::Error, path::Path};
 
 use backpressure_lab::{
     scenarios::{Lab, Row},
+    sim::Report,
     stacks::Stack,
 };
 use plotters::prelude::*;
@@ -57,67 +58,21 @@ pub(crate) fn draw(
         s.dedup();
         s
     };
-    let load_of = |r: &Row| r.label.trim_end_matches('x').parse::<f64>().unwrap_or(1.0);
     let max_load = plain.iter().map(load_of).fold(1.0, f64::max) * 1.5;
     let min_load = plain.iter().map(load_of).fold(f64::MAX, f64::min).min(1.0) / 1.5;
 
-    // Goodput vs offered load.
-    {
-        let mut chart = ChartBuilder::on(&areas[0])
-            .caption("goodput vs offered load", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d((min_load..max_load).log_scale(), 0f64..110f64)?;
-        load_mesh!(chart, "goodput (% of capacity)")?;
-        for &stack in &stacks {
-            let points: Vec<(f64, f64)> = plain
-                .iter()
-                .filter(|r| r.stack == stack)
-                .map(|r| (load_of(r), 100.0 * r.report.goodput() / lab.capacity))
-                .collect();
-            let c = color(stack);
-            chart
-                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-                .label(stack.name())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
-        }
-        legend(&mut chart)?;
-    }
-
-    // p99 vs offered load.
-    {
-        let max_p99 = plain
-            .iter()
-            .map(|r| r.report.quantile(0.99).as_secs_f64() * 1000.0)
-            .fold(10.0, f64::max);
-        let mut chart = ChartBuilder::on(&areas[1])
-            .caption("p99 latency of successes vs offered load", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d((min_load..max_load).log_scale(), 0f64..max_p99 * 1.1)?;
-        load_mesh!(chart, "p99 (ms)")?;
-        for &stack in &stacks {
-            let points: Vec<(f64, f64)> = plain
-                .iter()
-                .filter(|r| r.stack == stack)
-                .map(|r| (load_of(r), r.report.quantile(0.99).as_secs_f64() * 1000.0))
-                .collect();
-            let c = color(stack);
-            chart
-                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-                .label(stack.name())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
-        }
-        legend(&mut chart)?;
-    }
+    let goodput = |r: &Report| 100.0 * r.goodput() / lab.capacity;
+    let p99 = |r: &Report| r.quantile(0.99).as_secs_f64() * 1000.0;
+    let max_p99 = plain.iter().map(|r| p99(&r.report)).fold(10.0, f64::max);
+    let sweep = Sweep { plain, stacks: &stacks, loads: min_load..max_load };
+    sweep.chart(&areas[0], "goodput vs offered load", "goodput (% of capacity)", 110.0, goodput)?;
+    sweep.chart(
+        &areas[1],
+        "p99 latency of successes vs offered load",
+        "p99 (ms)",
+        max_p99 * 1.1,
+        p99,
+    )?;
 
     time_series(&areas[2], &areas[3], "step 1x -> 10x -> 1x", lab, step)?;
     if !capacity.is_empty() {
@@ -125,6 +80,54 @@ pub(crate) fn draw(
     }
     root.present()?;
     Ok(())
+}
+
+/// A plain row's offered load, from its label ("5x").
+fn load_of(r: &Row) -> f64 {
+    r.label.trim_end_matches('x').parse::<f64>().unwrap_or(1.0)
+}
+
+/// The load sweep: one line per stack against offered load.
+struct Sweep<'r> {
+    plain: &'r [Row],
+    stacks: &'r [Stack],
+    loads: std::ops::Range<f64>,
+}
+
+impl Sweep<'_> {
+    fn chart(
+        &self,
+        area: &Area<'_>,
+        title: &str,
+        y_desc: &str,
+        y_max: f64,
+        value: impl Fn(&Report) -> f64,
+    ) -> Result<(), Box<dyn Error>> {
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(self.loads.clone().log_scale(), 0f64..y_max)?;
+        load_mesh!(chart, y_desc)?;
+        for &stack in self.stacks {
+            let points: Vec<(f64, f64)> = self
+                .plain
+                .iter()
+                .filter(|r| r.stack == stack)
+                .map(|r| (load_of(r), value(&r.report)))
+                .collect();
+            let c = color(stack);
+            chart
+                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
+                .label(stack.name())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+        }
+        legend(&mut chart)
+    }
 }
 
 fn legend<'a, X, Y>(

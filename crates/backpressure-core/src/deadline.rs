@@ -146,6 +146,17 @@ impl Deadline {
         resolve(fixed, timeout, arrival).map(Deadline)
     }
 
+    /// Runs `f` in `deadline`'s scope if there is one, plainly otherwise: how
+    /// a layer that calls its inner service later, from its future, passes
+    /// on the deadline it read in its own `call`.
+    #[inline]
+    pub fn scope_opt<R>(deadline: Option<Deadline>, f: impl FnOnce() -> R) -> R {
+        match deadline {
+            Some(d) => d.scope(f),
+            None => f(),
+        }
+    }
+
     /// Runs `f` with this deadline as [`Deadline::current`]: the earlier of
     /// this one and any deadline already in scope. The previous value is
     /// restored afterwards, even if `f` panics.

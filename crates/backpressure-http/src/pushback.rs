@@ -438,10 +438,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err("pushback future polled after a panic".into()));
                     };
-                    let fut = match *this.deadline {
-                        Some(d) => d.scope(|| svc.call(req)),
-                        None => svc.call(req),
-                    };
+                    let fut = Deadline::scope_opt(*this.deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Called { fut } => {

@@ -146,10 +146,7 @@ where
                     let Some(req) = req.take() else {
                         panic!("retry future polled after a panic in the inner service's call");
                     };
-                    let fut = match *this.deadline {
-                        Some(d) => d.scope(|| svc.call(req)),
-                        None => svc.call(req),
-                    };
+                    let fut = Deadline::scope_opt(*this.deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Called { fut } => {
