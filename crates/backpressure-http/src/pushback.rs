@@ -14,7 +14,7 @@ use std::{
 };
 
 use backpressure_core::{
-    BoxError, ConfigError, Deadline, LayerName, Pushback as Said, RejectKind, Rejected,
+    BoxError, ConfigError, Deadline, Draw, LayerName, Pushback as Said, RejectKind, Rejected,
 };
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -46,10 +46,21 @@ struct Gate {
     mode: PushbackMode,
     max_held: u64,
     max_pushback: Duration,
+    spread: f64,
+    draw: Draw,
     name: LayerName,
 }
 
 impl Gate {
+    /// When a request held until `until` goes: spread over the next
+    /// `spread × left` (at most 1 s), never past its deadline, so the held
+    /// requests do not all hit the upstream at the instant it asked for.
+    fn release_at(&self, now: Instant, until: Instant, deadline: Option<Deadline>) -> Instant {
+        let window = (until - now).mul_f64(self.spread).min(Duration::from_secs(1));
+        let at = until + window.mul_f64(self.draw.next_f64());
+        deadline.map_or(at, |d| at.min(d.instant()).max(until))
+    }
+
     fn base(&self) -> Instant {
         *self.base.get_or_init(Instant::now)
     }
@@ -158,6 +169,8 @@ impl PushbackLayer {
             mode: PushbackMode::Hold,
             max_held: 1024,
             max_pushback: Duration::from_secs(60),
+            spread: 0.25,
+            seed: None,
             name: LayerName::from("pushback"),
         }
     }
@@ -182,6 +195,8 @@ pub struct PushbackLayerBuilder {
     mode: PushbackMode,
     max_held: u64,
     max_pushback: Duration,
+    spread: f64,
+    seed: Option<u64>,
     name: LayerName,
 }
 
@@ -209,6 +224,25 @@ impl PushbackLayerBuilder {
         self
     }
 
+    /// Held requests are released over a window after the pushback ends, of
+    /// this fraction of the time they were held (at most 1 s, never past a
+    /// request's deadline), in `[0, 1]`. Default 0.25. Released at one
+    /// instant, every held request would reach the upstream as one burst at
+    /// the very moment it said it could take traffic again — the
+    /// synchronised retry wave the pushback was meant to prevent.
+    #[must_use]
+    pub fn release_spread(mut self, fraction: f64) -> Self {
+        self.spread = fraction;
+        self
+    }
+
+    /// Seeds the release jitter, for reproducible tests.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// The layer's name in rejections and logs. Default `"pushback"`.
     #[must_use]
     pub fn name(mut self, name: impl Into<LayerName>) -> Self {
@@ -224,6 +258,13 @@ impl PushbackLayerBuilder {
         if self.max_pushback < Duration::from_millis(1) {
             return Err(ConfigError::new("pushback", "max_pushback", "must be at least 1 ms"));
         }
+        if !(0.0..=1.0).contains(&self.spread) {
+            return Err(ConfigError::new(
+                "pushback",
+                "release_spread",
+                format!("must be in [0, 1], got {}", self.spread),
+            ));
+        }
         Ok(PushbackLayer {
             gate: Arc::new(Gate {
                 until_ms: AtomicU64::new(0),
@@ -235,6 +276,8 @@ impl PushbackLayerBuilder {
                 mode: self.mode,
                 max_held: self.max_held,
                 max_pushback: self.max_pushback,
+                spread: self.spread,
+                draw: self.seed.map_or_else(Draw::from_entropy, Draw::new),
                 name: self.name,
             }),
         })
@@ -340,7 +383,7 @@ where
         gate.holds.fetch_add(1, Relaxed);
         PushbackFuture {
             state: State::Held {
-                sleep: sleep_until(until),
+                sleep: sleep_until(gate.release_at(now, until, deadline)),
                 svc: Some(self.inner.clone()),
                 req: Some(req),
             },
@@ -419,7 +462,7 @@ where
                             this.state.set(State::Rejected { left: until - now });
                             continue;
                         }
-                        sleep.reset(until);
+                        sleep.reset(this.gate.release_at(now, until, *this.deadline));
                         continue;
                     }
                     let (svc, req) = (svc.take(), req.take());

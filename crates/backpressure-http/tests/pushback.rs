@@ -68,6 +68,12 @@ async fn holds_new_requests_until_retry_after_then_resumes() {
     let log = log.lock().unwrap();
     assert_eq!(log.len(), 11);
     assert!(log[1..].iter().all(|t| *t - start >= Duration::from_secs(2)));
+    // Released over a window after the pushback, not as one burst: at most
+    // a quarter of each request's hold (the longest hold was 2 s).
+    assert!(log[1..].iter().all(|t| *t - start <= Duration::from_millis(2_500)));
+    let mut distinct: Vec<_> = log[1..].to_vec();
+    distinct.dedup();
+    assert!(distinct.len() >= 8, "{} distinct release instants of 10", distinct.len());
     let s = layer.handle().snapshot();
     assert_eq!((s.held, s.holds, s.rejected, s.pushbacks), (0, 10, 0, 1));
 }
@@ -92,7 +98,7 @@ async fn reject_mode_answers_rate_limited_with_the_time_left() {
 #[tokio::test(start_paused = true)]
 async fn a_deadline_shorter_than_the_pushback_is_rejected_at_once() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let layer = PushbackLayer::new();
+    let layer = PushbackLayer::builder().release_spread(0.0).build().unwrap();
     let mut svc = layer.layer(upstream(log.clone(), |_| busy("grpc-retry-pushback-ms", "1500")));
     let _ = svc.clone().oneshot(get()).await.unwrap();
     let start = Instant::now();
@@ -132,7 +138,11 @@ async fn held_requests_are_bounded_and_dropping_one_frees_its_slot() {
 #[tokio::test(start_paused = true)]
 async fn an_absurd_retry_after_is_clamped_and_malformed_ones_ignored() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let layer = PushbackLayer::builder().max_pushback(Duration::from_secs(5)).build().unwrap();
+    let layer = PushbackLayer::builder()
+        .max_pushback(Duration::from_secs(5))
+        .release_spread(0.0)
+        .build()
+        .unwrap();
     let svc = layer.layer(upstream(log.clone(), |i| match i {
         0 => busy("retry-after", "999999999"),
         _ => busy("retry-after", "not a number"),
@@ -164,5 +174,9 @@ fn bad_fields_are_named() {
     assert_eq!(
         PushbackLayer::builder().max_pushback(Duration::ZERO).build().unwrap_err().field(),
         "max_pushback"
+    );
+    assert_eq!(
+        PushbackLayer::builder().release_spread(1.5).build().unwrap_err().field(),
+        "release_spread"
     );
 }
