@@ -33,7 +33,11 @@ mod real;
 #[path = "overload/svg.rs"]
 mod svg;
 
-use std::{io::Write, path::PathBuf, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::Duration,
+};
 
 use backpressure_lab::{
     scenarios::{self, Lab, Row},
@@ -175,11 +179,20 @@ fn rows(lab: &Lab, rows: &[Row]) {
     }
 }
 
-/// One line of progress on stderr, rewritten in place.
+/// One line of progress on stderr, rewritten in place (only on a terminal).
 fn progress(done: &mut usize, what: &str) {
     *done += 1;
-    eprint!("\r\x1b[2K  [{done:>2}] {what}");
-    let _ = std::io::stderr().flush();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K  [{done:>2}] {what}");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Clears the progress line.
+fn clear_progress() {
+    if std::io::stderr().is_terminal() {
+        clear_progress();
+    }
 }
 
 fn series(label: &str, r: &Report, width: f32) {
@@ -227,13 +240,13 @@ fn main() {
     println!("plain: offered load as a multiple of capacity");
     header();
     let plain = scenarios::plain(&lab, &args.loads, &args.stacks, |w| progress(&mut done, w));
-    eprint!("\r\x1b[2K");
+    clear_progress();
     rows(&lab, &plain);
 
     println!("\nstep: 1x for 5 s, 10x for 10 s, 1x for 5 s (per second)");
     progress(&mut done, "step");
     let step = scenarios::step(&lab, &args.stacks);
-    eprint!("\r\x1b[2K");
+    clear_progress();
     for r in &step {
         series(r.stack.name(), &r.report, 1.0);
     }
@@ -243,14 +256,14 @@ fn main() {
     );
     progress(&mut done, "mis-tuned");
     let mistuned = scenarios::mistuned(&lab);
-    eprint!("\r\x1b[2K");
+    clear_progress();
     header();
     rows(&lab, &mistuned);
 
     println!("\nbursty: 0.9x on average, in groups of 10 arriving at once");
     progress(&mut done, "bursty");
     let bursty = scenarios::bursty(&lab);
-    eprint!("\r\x1b[2K");
+    clear_progress();
     header();
     rows(&lab, &bursty);
     for r in &bursty {
@@ -269,7 +282,7 @@ fn main() {
         );
         progress(&mut done, "capacity change");
         capacity_rows = scenarios::capacity_change(&lab, &args.stacks);
-        eprint!("\r\x1b[2K");
+        clear_progress();
         for r in &capacity_rows {
             series(r.stack.name(), &r.report, 1.0);
         }
@@ -279,7 +292,7 @@ fn main() {
         );
         progress(&mut done, "priority flood");
         let flood = scenarios::priority_flood(&lab);
-        eprint!("\r\x1b[2K");
+        clear_progress();
         header();
         rows(&lab, &flood);
         for r in &flood {
@@ -296,7 +309,7 @@ fn main() {
         );
         progress(&mut done, "retry storm");
         let storm = scenarios::retry_storm(&lab);
-        eprint!("\r\x1b[2K");
+        clear_progress();
         header();
         rows(&lab, &storm);
         for r in &storm {
