@@ -74,6 +74,17 @@ where
         }
     }
 
+    /// Admitted and already dispatched to an inner service that was ready.
+    #[inline]
+    pub(crate) fn called(fut: S::Future, permit: Permit, classify: (C, H)) -> Self {
+        ResponseFuture {
+            state: State::Called { fut },
+            permit: Some(permit),
+            queued: None,
+            classify,
+        }
+    }
+
     pub(crate) fn queued(svc: S, req: Req, waiter: Waiter, classify: (C, H)) -> Self {
         ResponseFuture {
             state: State::Pending { svc, req: Some(req) },

@@ -24,6 +24,9 @@ pub struct ConcurrencyLimit<S, P, D, C, H = Release> {
     deadline: D,
     classify: C,
     hold: H,
+    // `inner` answered ready to our `poll_ready`: an admitted request can be
+    // dispatched to it at once instead of being stored for the future.
+    inner_ready: bool,
 }
 
 impl<S, P, D, C, H> ConcurrencyLimit<S, P, D, C, H> {
@@ -35,7 +38,7 @@ impl<S, P, D, C, H> ConcurrencyLimit<S, P, D, C, H> {
         classify: C,
         hold: H,
     ) -> Self {
-        ConcurrencyLimit { inner, shared, priority, deadline, classify, hold }
+        ConcurrencyLimit { inner, shared, priority, deadline, classify, hold, inner_ready: false }
     }
 
     /// The inner service.
@@ -63,6 +66,7 @@ impl<S: Clone, P: Clone, D: Clone, C: Clone, H: Clone> Clone for ConcurrencyLimi
             deadline: self.deadline.clone(),
             classify: self.classify.clone(),
             hold: self.hold.clone(),
+            inner_ready: false,
         }
     }
 }
@@ -82,19 +86,34 @@ where
 
     /// Always ready: admission is decided in `call`, where the request's
     /// priority and deadline are visible, and any wait happens in the
-    /// response future, bounded.
+    /// response future, bounded. The inner service is asked once: if it is
+    /// ready now, a request admitted at once is dispatched to it directly.
     #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.inner_ready {
+            match self.inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => self.inner_ready = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {}
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.priority.extract(&req);
-        // The instance we hold was never polled for readiness: a clone is as
-        // good, and its readiness is awaited in the future, under the permit.
-        let svc = self.inner.clone();
         let classify = (self.classify.clone(), self.hold.clone());
+        if self.inner_ready && self.shared.try_fast(priority) {
+            // The fast path: a permit, and an inner service ready now.
+            self.inner_ready = false;
+            let permit = Permit::new(Arc::clone(&self.shared));
+            return ResponseFuture::called(self.inner.call(req), permit, classify);
+        }
+        // A clone is as good as the instance we hold (whose readiness, if it
+        // has any, stays for the next request), and its readiness is awaited
+        // in the future, under the permit.
+        let svc = self.inner.clone();
         if self.shared.try_fast(priority) {
             return ResponseFuture::admitted(
                 svc,

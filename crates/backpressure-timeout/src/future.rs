@@ -61,6 +61,57 @@ where
     }
 }
 
+impl<S, Req, P> ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+    P: Propagate<Req>,
+{
+    /// Calls `svc`, which is ready, at once: the same steps as the `Ready`
+    /// state of the future, without storing the request.
+    pub(crate) fn dispatch(
+        svc: &mut S,
+        mut req: Req,
+        pending: PendingDeadline,
+        propagate: P,
+    ) -> Self {
+        let mut deadline = None;
+        if pending.is_zero() {
+            return ResponseFuture {
+                state: State::Done,
+                sleep: None,
+                pending,
+                deadline,
+                propagate,
+            };
+        }
+        if pending.has_fixed() {
+            let now = Instant::now();
+            let at = pin_deadline(pending, &mut deadline);
+            if at.is_some_and(|d| d.instant() <= now) {
+                return ResponseFuture {
+                    state: State::Done,
+                    sleep: None,
+                    pending,
+                    deadline,
+                    propagate,
+                };
+            }
+        }
+        propagate.outgoing(&mut req, || {
+            pin_deadline(pending, &mut deadline).unwrap_or_else(|| Deadline::at(Instant::now()))
+        });
+        let scope = match deadline {
+            Some(d) => PendingDeadline::default().with_deadline(Some(d)),
+            None => pending,
+        };
+        let (fut, pinned) = scope.scope(|| svc.call(req));
+        if deadline.is_none() {
+            deadline = pinned;
+        }
+        ResponseFuture { state: State::Called { fut }, sleep: None, pending, deadline, propagate }
+    }
+}
+
 /// Pins the deadline to the clock if nobody has yet: the first moment
 /// something is pending is, to within the same poll, the request's arrival.
 fn pin_deadline(pending: PendingDeadline, deadline: &mut Option<Deadline>) -> Option<Deadline> {

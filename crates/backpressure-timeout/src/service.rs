@@ -13,17 +13,33 @@ use crate::{Local, Propagate, RequestTimeout, future::ResponseFuture};
 /// become ready or already running in it.
 ///
 /// Built by [`TimeoutLayer`](crate::TimeoutLayer). See the crate docs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Timeout<S, T = (), P = Local> {
     inner: S,
     timeout: Duration,
     per_request: T,
     propagate: P,
+    // `inner` answered ready to our `poll_ready`: `call` may dispatch to it
+    // at once instead of storing the request for the future.
+    inner_ready: bool,
+}
+
+impl<S: Clone, T: Clone, P: Clone> Clone for Timeout<S, T, P> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled for readiness.
+        Timeout {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            per_request: self.per_request.clone(),
+            propagate: self.propagate.clone(),
+            inner_ready: false,
+        }
+    }
 }
 
 impl<S, T, P> Timeout<S, T, P> {
     pub(crate) fn from_parts(inner: S, timeout: Duration, per_request: T, propagate: P) -> Self {
-        Timeout { inner, timeout, per_request, propagate }
+        Timeout { inner, timeout, per_request, propagate, inner_ready: false }
     }
 
     /// The inner service.
@@ -53,9 +69,18 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, P>;
 
-    /// Always ready: the inner service's readiness is awaited inside the
-    /// response future, where the request's deadline is known and covers it.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    /// Always ready. The inner service is asked once: if it is ready now,
+    /// `call` dispatches to it directly; if not, its readiness is awaited
+    /// inside the response future, where the request's deadline is known
+    /// and covers the wait.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.inner_ready {
+            match self.inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => self.inner_ready = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {}
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -67,8 +92,17 @@ where
         let deadline = PendingDeadline::capture()
             .with_deadline(self.propagate.incoming(&req))
             .with_timeout(timeout);
-        // The instance we hold was never polled for readiness, so a clone is
-        // as good as it; the clone's readiness is awaited in the future.
+        if std::mem::take(&mut self.inner_ready) {
+            // The fast path: no request stored, no service cloned.
+            return ResponseFuture::dispatch(
+                &mut self.inner,
+                req,
+                deadline,
+                self.propagate.clone(),
+            );
+        }
+        // Not ready yet: a clone is as good as the instance we hold, and its
+        // readiness is awaited in the future.
         ResponseFuture::new(self.inner.clone(), req, deadline, self.propagate.clone())
     }
 }
