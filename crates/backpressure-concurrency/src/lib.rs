@@ -49,8 +49,12 @@
 //!   builds, and every clone of them, shares it. (tower's
 //!   `ConcurrencyLimitLayer` creates a semaphore per `layer()` call, so under
 //!   axum — which layers per connection — nothing is limited.)
-//! - **Admission in `call`.** `poll_ready` is always ready. A request that
-//!   finds a free permit (and nobody queued ahead of it) goes straight in:
+//! - **Admission in `call`.** `poll_ready` is always ready (it asks the
+//!   inner service once, so that a request admitted at once can be
+//!   dispatched in `call` when the inner service is ready; otherwise the
+//!   inner readiness is awaited in the response future, under the permit).
+//!   A request that finds a free permit (and nobody queued ahead of it) goes
+//!   straight in:
 //!   one compare-and-swap, no lock, no allocation, no clock read. Otherwise
 //!   it joins a **bounded queue**: at most `max_queue` waiters, each for at
 //!   most `max_wait` and never past its [`Deadline`](backpressure_core::Deadline).

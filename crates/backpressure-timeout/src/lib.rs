@@ -31,11 +31,12 @@
 //!   [per-request](TimeoutLayer::per_request) one), a deadline an outer layer
 //!   put in scope ([`Deadline::current`](backpressure_core::Deadline::current)),
 //!   and one the request carries (`grpc-timeout`, with [`HttpDeadline`]).
-//! - **Readiness is covered.** `poll_ready` is always ready; the response
-//!   future clones the inner service (so `S: Clone`, as axum, tonic and
-//!   reqwest services are), awaits *its* readiness, then calls it — all
-//!   under the deadline. An inner service stuck not-ready fails the request
-//!   at its deadline instead of hanging it.
+//! - **Readiness is covered.** `poll_ready` is always ready. It asks the
+//!   inner service once: ready now, and `call` dispatches to it at once;
+//!   not ready, and the response future clones the inner service (so
+//!   `S: Clone`, as axum, tonic and reqwest services are), awaits *its*
+//!   readiness, then calls it — under the deadline. An inner service stuck
+//!   not-ready fails the request at its deadline instead of hanging it.
 //! - **On expiry** the future resolves to
 //!   [`Rejected`](backpressure_core::Rejected) of kind
 //!   [`DeadlineExceeded`](backpressure_core::RejectKind::DeadlineExceeded),
