@@ -87,3 +87,28 @@ async fn the_preset_can_hold_permits_for_the_body() {
     assert_eq!(status(addr, "").await, 200);
     assert_eq!(handle.in_flight(), 0, "a finished body returns its permit");
 }
+
+#[tokio::test(start_paused = true)]
+async fn layers_below_the_limit_see_the_deadline_on_the_fast_path() {
+    use backpressure::{core::Deadline, timeout::TimeoutLayer};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    // A probe inside the stack: the limiter dispatches at once (a free
+    // permit, an inner service ready), inside the timeout's scope.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let probe = {
+        let seen = seen.clone();
+        tower::service_fn(move |()| {
+            *seen.lock().unwrap() = Some(Deadline::current());
+            async { Ok::<_, std::convert::Infallible>(()) }
+        })
+    };
+    let stacked = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_millis(300)).unwrap())
+        .layer(ConcurrencyLimitLayer::new(4).unwrap())
+        .service(probe);
+    let start = tokio::time::Instant::now();
+    stacked.oneshot(()).await.unwrap();
+    let deadline = seen.lock().unwrap().expect("called").expect("a deadline in scope");
+    assert_eq!(deadline.instant() - start, Duration::from_millis(300));
+}
