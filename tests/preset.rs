@@ -112,3 +112,38 @@ async fn layers_below_the_limit_see_the_deadline_on_the_fast_path() {
     let deadline = seen.lock().unwrap().expect("called").expect("a deadline in scope");
     assert_eq!(deadline.instant() - start, Duration::from_millis(300));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_still_carries_the_deadline_to_the_layers_below() {
+    use backpressure::{core::Deadline, timeout::TimeoutLayer};
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = {
+        let seen = seen.clone();
+        tower::service_fn(move |hold: u64| {
+            seen.lock().unwrap().push(Deadline::current());
+            async move {
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+    };
+    let mut stack = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_millis(300)).unwrap())
+        .layer(ConcurrencyLimitLayer::builder().limit(1).max_queue(4).build().unwrap())
+        .service(probe);
+    let start = tokio::time::Instant::now();
+    let first = stack.ready().await.unwrap().call(50);
+    // The second waits in the queue for the first's permit: it is called
+    // from the limiter's future, outside the timeout's `call`.
+    let second = stack.ready().await.unwrap().call(0);
+    let (a, b) = tokio::join!(first, second);
+    a.unwrap();
+    b.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for d in seen {
+        assert_eq!(d.expect("a deadline in scope").instant() - start, Duration::from_millis(300));
+    }
+}

@@ -4,7 +4,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use backpressure_core::{BoxError, Classify};
+use backpressure_core::{BoxError, Classify, Deadline};
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep_until};
 
@@ -18,6 +18,9 @@ pin_project! {
         waiter: Waiter,
         #[pin]
         sleep: Sleep,
+        // The deadline in scope when the request arrived: the inner call
+        // happens later, from `poll`, and re-opens it for the layers below.
+        deadline: Option<Deadline>,
     }
 }
 use tower_service::Service;
@@ -85,11 +88,17 @@ where
         }
     }
 
-    pub(crate) fn queued(svc: S, req: Req, waiter: Waiter, classify: (C, H)) -> Self {
+    pub(crate) fn queued(
+        svc: S,
+        req: Req,
+        waiter: Waiter,
+        deadline: Option<Deadline>,
+        classify: (C, H),
+    ) -> Self {
         ResponseFuture {
             state: State::Pending { svc, req: Some(req) },
             permit: None,
-            queued: Some(Box::pin(Queued { sleep: sleep_until(waiter.until), waiter })),
+            queued: Some(Box::pin(Queued { sleep: sleep_until(waiter.until), waiter, deadline })),
             classify,
         }
     }
@@ -126,7 +135,9 @@ where
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Pending { svc, req } => {
-                    if let Some(queued) = this.queued.as_mut() {
+                    if let Some(queued) = this.queued.as_mut()
+                        && !queued.waiter.is_settled()
+                    {
                         let queued = queued.as_mut().project();
                         let waiter = queued.waiter;
                         let shared = waiter.shared();
@@ -138,13 +149,14 @@ where
                             }
                         };
                         // The slot is collected: the waiter has nothing left
-                        // to give back, only its handle on the limiter.
+                        // to give back, only its handle on the limiter. The
+                        // box stays until the call, for its deadline.
                         let shared = waiter.settle();
-                        *this.queued = None;
                         match admitted {
                             Ok(()) => *this.permit = Some(Permit::new(shared)),
                             Err(kind) => {
                                 let error = shared.rejected(kind);
+                                *this.queued = None;
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(error.into()));
                             }
@@ -166,7 +178,10 @@ where
                             "concurrency limit future polled after a panic".into()
                         ));
                     };
-                    let fut = svc.call(req);
+                    let fut = match this.queued.take() {
+                        Some(queued) => Deadline::scope_opt(queued.deadline, || svc.call(req)),
+                        None => svc.call(req),
+                    };
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Called { fut } => {

@@ -129,7 +129,7 @@ where
             }
             Admit::Queued { slot, until, kind } => {
                 let waiter = Waiter::new(Arc::clone(&self.shared), slot, until, kind);
-                ResponseFuture::queued(svc, req, waiter, classify)
+                ResponseFuture::queued(svc, req, waiter, Deadline::current(), classify)
             }
             Admit::Reject(kind) => {
                 ResponseFuture::rejected(self.shared.rejected(kind).into(), classify)
