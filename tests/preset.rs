@@ -147,3 +147,37 @@ async fn a_queued_request_still_carries_the_deadline_to_the_layers_below() {
         assert_eq!(d.expect("a deadline in scope").instant() - start, Duration::from_millis(300));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_delayed_by_the_rate_limit_still_carries_the_deadline() {
+    use backpressure::{core::Deadline, timeout::TimeoutLayer};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = {
+        let seen = seen.clone();
+        tower::service_fn(move |()| {
+            seen.lock().unwrap().push(Deadline::current());
+            async { Ok::<_, std::convert::Infallible>(()) }
+        })
+    };
+    let rate = RateLimitLayer::builder(Quota::per_second(1).burst(1))
+        .max_wait(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(3)).unwrap())
+        .layer(rate)
+        .service(probe);
+    let start = tokio::time::Instant::now();
+    stack.clone().oneshot(()).await.unwrap();
+    // The second waits about a second for its slot, then is called from the
+    // rate limiter's future.
+    stack.oneshot(()).await.unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for d in seen {
+        assert_eq!(d.expect("a deadline in scope").instant() - start, Duration::from_secs(3));
+    }
+}

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::BoxError;
+use backpressure_core::{BoxError, Deadline};
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep};
 use tower_service::Service;
@@ -34,11 +34,26 @@ pin_project! {
     enum State<S, Req, Fut, F, St> {
         Called { #[pin] fut: Fut },
         Failed { error: Option<BoxError> },
-        // Boxed timer: only requests that wait pay for it, and the future of
-        // every other request stays small.
-        Delayed { sleep: Pin<Box<Sleep>>, parts: Option<(S, Req)> },
+        // Boxed timer (and the deadline to re-open around the inner call,
+        // which happens from `poll`): only requests that wait pay for it,
+        // and the future of every other request stays small.
+        Delayed { sleep: Pin<Box<Delay>>, parts: Option<(S, Req)> },
         Checking { #[pin] check: F, parts: Option<(S, Req)>, shared: Arc<Shared<St>> },
         Done,
+    }
+}
+
+pin_project! {
+    struct Delay {
+        #[pin]
+        sleep: Sleep,
+        deadline: Option<Deadline>,
+    }
+}
+
+impl Delay {
+    fn boxed(wait: Duration, deadline: Option<Deadline>) -> Pin<Box<Delay>> {
+        Box::pin(Delay { sleep: sleep(wait), deadline })
     }
 }
 
@@ -55,9 +70,9 @@ where
         ResponseFuture { state: State::Failed { error: Some(error) } }
     }
 
-    pub(crate) fn delayed(wait: Duration, svc: S, req: Req) -> Self {
+    pub(crate) fn delayed(wait: Duration, svc: S, req: Req, deadline: Option<Deadline>) -> Self {
         ResponseFuture {
-            state: State::Delayed { sleep: Box::pin(sleep(wait)), parts: Some((svc, req)) },
+            state: State::Delayed { sleep: Delay::boxed(wait, deadline), parts: Some((svc, req)) },
         }
     }
 
@@ -91,13 +106,14 @@ where
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Delayed { sleep, parts } => {
-                    ready!(sleep.as_mut().poll(cx));
+                    ready!(sleep.as_mut().project().sleep.poll(cx));
                     // The instance was polled ready before the wait began.
                     let Some((mut svc, req)) = parts.take() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err("rate limit future polled after a panic".into()));
                     };
-                    let fut = svc.call(req);
+                    let deadline = sleep.deadline;
+                    let fut = Deadline::scope_opt(deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Checking { check, parts, shared } => {
@@ -119,8 +135,11 @@ where
                         }
                         Verdict::AllowAfter(wait) => {
                             shared.stats.delayed.fetch_add(1, Relaxed);
+                            // An asynchronous store decides here, outside
+                            // any scope: there is no deadline to carry.
                             let parts = Some((svc, req));
-                            this.state.set(State::Delayed { sleep: Box::pin(sleep(wait)), parts });
+                            this.state
+                                .set(State::Delayed { sleep: Delay::boxed(wait, None), parts });
                         }
                         Verdict::Reject { .. } if shared.shadow => {
                             shared.stats.shadow_rejected.fetch_add(1, Relaxed);

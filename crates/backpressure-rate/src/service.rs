@@ -136,7 +136,7 @@ impl<S, E, C, St> RateLimit<S, E, C, St> {
             Verdict::Allow => ResponseFuture::called(self.inner.call(req)),
             Verdict::AllowAfter(wait) => {
                 self.shared.stats.delayed.fetch_add(1, Relaxed);
-                ResponseFuture::delayed(wait, take_ready(&mut self.inner), req)
+                ResponseFuture::delayed(wait, take_ready(&mut self.inner), req, Deadline::current())
             }
             Verdict::Reject { retry_after } if self.shared.shadow => {
                 self.shared.stats.shadow_rejected.fetch_add(1, Relaxed);
