@@ -51,11 +51,11 @@ static HEAP: backpressure_lab::alloc::PeakAlloc = backpressure_lab::alloc::PeakA
 struct Args {
     duration: Option<Duration>,
     seed: u64,
-    loads: Vec<f64>,
+    /// `None`: the engine's default loads.
+    loads: Option<Vec<f64>>,
     stacks: Vec<Stack>,
     all: bool,
     real: bool,
-    loads_given: bool,
     svg: PathBuf,
 }
 
@@ -66,11 +66,10 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: None,
         seed: 7,
-        loads: vec![0.5, 1.0, 2.0, 5.0, 20.0],
+        loads: None,
         stacks: Stack::ALL.to_vec(),
         all: false,
         real: false,
-        loads_given: false,
         svg: PathBuf::from("target/overload-lab.svg"),
     };
     let mut it = std::env::args().skip(1);
@@ -91,14 +90,14 @@ fn parse_args() -> Result<Args, String> {
                     value("--seed")?.parse().map_err(|_| "--seed takes an integer".to_string())?
             }
             "--loads" => {
-                args.loads_given = true;
-                args.loads = value("--loads")?
+                let loads: Vec<f64> = value("--loads")?
                     .split(',')
                     .map(|f| match f.trim().parse::<f64>() {
                         Ok(x) if x > 0.0 && x <= 100.0 => Ok(x),
                         _ => Err(format!("--loads: {f:?} is not a factor in (0, 100]")),
                     })
                     .collect::<Result<_, _>>()?;
+                args.loads = Some(loads);
             }
             "--stacks" => {
                 args.stacks = value("--stacks")?
@@ -124,7 +123,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if args.loads.is_empty() || args.stacks.is_empty() {
+    if args.loads.as_ref().is_some_and(Vec::is_empty) || args.stacks.is_empty() {
         return Err("--loads and --stacks need at least one entry".into());
     }
     Ok(args)
@@ -218,7 +217,7 @@ fn main() {
     if args.real {
         // Real HTTP on two cores: 20x (40,000 requests/s) measures the load
         // generator, not the server. Default to 1x, 2x and 5x.
-        let loads = if args.loads_given { args.loads.clone() } else { vec![1.0, 2.0, 5.0] };
+        let loads = args.loads.clone().unwrap_or_else(|| vec![1.0, 2.0, 5.0]);
         real::main(args.duration.unwrap_or(Duration::from_secs(3)), &loads, &args.stacks);
         return;
     }
@@ -239,7 +238,8 @@ fn main() {
 
     println!("plain: offered load as a multiple of capacity");
     header();
-    let plain = scenarios::plain(&lab, &args.loads, &args.stacks, |w| progress(&mut done, w));
+    let loads = args.loads.clone().unwrap_or_else(|| vec![0.5, 1.0, 2.0, 5.0, 20.0]);
+    let plain = scenarios::plain(&lab, &loads, &args.stacks, |w| progress(&mut done, w));
     clear_progress();
     rows(&lab, &plain);
 

@@ -389,8 +389,6 @@ pub struct Interval {
     pub goodput: f64,
     /// p99 of the successes' latency.
     pub p99: Duration,
-    /// Rejections per second.
-    pub rejected: f64,
     /// The concurrency limit at the end of the interval (0 if unknown).
     pub limit: usize,
 }
@@ -429,13 +427,11 @@ impl Report {
                     out[i].goodput += 1.0;
                     lat[i].push(e.latency);
                 }
-                Outcome::Rejected => out[i].rejected += 1.0,
-                Outcome::TimedOut => {}
+                Outcome::Rejected | Outcome::TimedOut => {}
             }
         }
         for (i, iv) in out.iter_mut().enumerate() {
             iv.goodput /= f64::from(width);
-            iv.rejected /= f64::from(width);
             lat[i].sort_unstable();
             iv.p99 = quantile(&lat[i], 0.99);
             let end = iv.start + width;
@@ -445,7 +441,8 @@ impl Report {
     }
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
+/// The `q`-quantile (0..=1) of sorted durations; zero when empty.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -499,13 +496,9 @@ where
         job.client_deadline = now + self.client_timeout;
         let n = self.outstanding.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(n, Ordering::Relaxed);
-        let (mut server, outstanding) = (self.server.clone(), Arc::clone(&self.outstanding));
+        let (server, outstanding) = (self.server.clone(), Arc::clone(&self.outstanding));
         let work = tokio::spawn(async move {
-            let result = async {
-                std::future::poll_fn(|cx| server.poll_ready(cx)).await?;
-                server.call(job).await
-            }
-            .await;
+            let result = server.oneshot(job).await;
             outstanding.fetch_sub(1, Ordering::Relaxed);
             result
         });
@@ -610,7 +603,7 @@ where
         };
         match &client {
             None => {
-                let mut svc = stack.clone();
+                let svc = stack.clone();
                 let outstanding = Arc::clone(&outstanding);
                 let n = outstanding.fetch_add(1, Ordering::Relaxed) + 1;
                 peak.fetch_max(n, Ordering::Relaxed);
@@ -621,11 +614,7 @@ where
                 // decided by when the answer comes back.
                 tasks.spawn(async move {
                     let arrived = Instant::now();
-                    let result = async {
-                        std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
-                        svc.call(job).await
-                    }
-                    .await;
+                    let result = svc.oneshot(job).await;
                     outstanding.fetch_sub(1, Ordering::Relaxed);
                     record(&events, start, arrived, patience, critical, &result);
                 });

@@ -22,7 +22,7 @@ use backpressure::{
     preset::ServerPreset,
 };
 use backpressure_lab::{
-    sim::{Backend, BackendConfig, Job, Rng},
+    sim::{Backend, BackendConfig, Job, Rng, quantile},
     stacks::Stack,
 };
 use bytes::Bytes;
@@ -170,13 +170,6 @@ async fn calibrate(config: &BackendConfig) -> f64 {
     }
     while clients.join_next().await.is_some() {}
     backend.served() as f64
-}
-
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 pub(crate) fn main(duration: Duration, loads: &[f64], stacks: &[Stack]) {
