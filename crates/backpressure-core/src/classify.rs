@@ -167,18 +167,17 @@ impl<B, Err: ClassifyError> Classify<http::Response<B>, Err> for HttpClassify {
         match result {
             Ok(res) => {
                 let status = res.status();
-                let grpc_overload = matches!(
-                    crate::pushback::grpc_status(res.headers()),
-                    Some(GRPC_DEADLINE_EXCEEDED | GRPC_RESOURCE_EXHAUSTED | GRPC_UNAVAILABLE)
-                );
-                if status.is_server_error()
-                    || status == http::StatusCode::TOO_MANY_REQUESTS
-                    || grpc_overload
-                {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
+                if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+                    return Outcome::Failure;
                 }
+                // gRPC answers errors with HTTP 200: only then is the header
+                // worth a look-up.
+                let grpc_overload = status == http::StatusCode::OK
+                    && matches!(
+                        crate::pushback::grpc_status(res.headers()),
+                        Some(GRPC_DEADLINE_EXCEEDED | GRPC_RESOURCE_EXHAUSTED | GRPC_UNAVAILABLE)
+                    );
+                if grpc_overload { Outcome::Failure } else { Outcome::Success }
             }
             Err(e) => e.classify_error(),
         }

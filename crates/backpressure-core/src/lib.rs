@@ -72,7 +72,9 @@ pub use extract::{ExtensionDeadline, ExtensionPriority};
 pub use pressure::Pressure;
 pub use priority::{ParsePriorityError, Priority};
 #[cfg(feature = "http")]
-pub use pushback::{Pushback, grpc_status, parse_retry_after, pushback};
+pub use pushback::{
+    GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS, Pushback, grpc_status, parse_retry_after, pushback,
+};
 pub use reject::{LayerName, RateLimitInfo, RejectKind, Rejected};
 
 /// The error type tower middleware agrees on: `Box<dyn Error + Send + Sync>`.

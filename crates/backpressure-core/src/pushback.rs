@@ -3,7 +3,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
+
+/// `grpc-status`: the status of a gRPC call (in the headers of a
+/// trailers-only response).
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// `grpc-retry-pushback-ms`: how long a gRPC server asks its clients to wait.
+pub static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// What a response says about when to send the next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +65,7 @@ const MAX_SECONDS: u64 = 24 * 60 * 60;
 /// assert_eq!(pushback(StatusCode::OK, &g, now), Pushback::After(Duration::from_millis(250)));
 /// ```
 pub fn pushback(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Pushback {
-    if let Some(v) = headers.get("grpc-retry-pushback-ms") {
+    if let Some(v) = headers.get(&GRPC_RETRY_PUSHBACK_MS) {
         return match parse_digits(v.as_bytes()) {
             Some(ms) => Pushback::After(Duration::from_millis(ms.min(MAX_SECONDS * 1000))),
             None => Pushback::Stop,
@@ -114,7 +121,7 @@ fn parse_digits(value: &[u8]) -> Option<u64> {
 /// trailers after a body is not visible to a tower layer without consuming
 /// the body.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    let v = headers.get("grpc-status")?;
+    let v = headers.get(&GRPC_STATUS)?;
     let n = parse_digits(v.as_bytes())?;
     u32::try_from(n).ok()
 }

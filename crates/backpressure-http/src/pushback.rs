@@ -95,7 +95,7 @@ impl Gate {
         let status = res.status();
         if status != StatusCode::TOO_MANY_REQUESTS
             && status != StatusCode::SERVICE_UNAVAILABLE
-            && !res.headers().contains_key("grpc-retry-pushback-ms")
+            && !res.headers().contains_key(&backpressure_core::GRPC_RETRY_PUSHBACK_MS)
         {
             return;
         }

@@ -263,11 +263,11 @@ fn grpc_response<B: Default>(
     let mut res = Response::new(B::default());
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", number(u64::from(code)));
+    headers.insert(backpressure_core::GRPC_STATUS.clone(), number(u64::from(code)));
     headers.insert("grpc-message", HeaderValue::from_static(message));
     if let Some(after) = retry_after {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        headers.insert("grpc-retry-pushback-ms", number(ms));
+        headers.insert(backpressure_core::GRPC_RETRY_PUSHBACK_MS.clone(), number(ms));
     }
     res
 }
