@@ -5,13 +5,23 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use backpressure_core::{BoxError, Classify, Outcome};
+use backpressure_core::{BoxError, Classify, Deadline, Outcome};
 use pin_project_lite::pin_project;
 
-use crate::state::{Admit, Shared};
+use crate::{
+    state::{Admit, Shared, duration_nanos},
+    window::Mark,
+};
 
-/// An admitted call's link to the breaker: records its outcome, or gives a
-/// probe slot back if the call is dropped unfinished.
+/// An admitted call's link to the breaker: records its outcome, or, if the
+/// call is dropped unfinished, what the drop says.
+///
+/// A call dropped inside [`Deadline::expired_scope`] (the timeout above cut
+/// it) or after the slow-call threshold is a failure and a slow call: a
+/// dependency that hangs must trip the breaker, and "timeouts everywhere"
+/// only meet the breaker here. A call dropped for another reason (the
+/// client went away) says nothing about the dependency: ignored, or a
+/// failure with `cancel_is_failure(true)`; a probe slot goes back.
 pub(crate) struct CallGuard {
     shared: Arc<Shared>,
     admit: Admit,
@@ -32,7 +42,7 @@ impl CallGuard {
         self.done = true;
         let failed = match outcome {
             Outcome::Success => false,
-            Outcome::Failure => true,
+            Outcome::Failure | Outcome::Overloaded => true,
             Outcome::Ignore => {
                 if let Admit::Probe(round) = self.admit {
                     self.shared.return_probe(round);
@@ -46,14 +56,37 @@ impl CallGuard {
             Admit::Pass | Admit::Reject(_) => {}
         }
     }
+
+    /// What a drop before completion records, if anything.
+    #[cold]
+    fn dropped(&self) -> Option<(Mark, u64)> {
+        if matches!(self.admit, Admit::Pass | Admit::Reject(_)) {
+            return None;
+        }
+        let now = self.shared.now();
+        let past_slow = match (self.shared.config.slow_call, self.start) {
+            (Some(limit), Some(start)) => now.saturating_sub(start) >= duration_nanos(limit),
+            _ => false,
+        };
+        if Deadline::in_expired_scope() || past_slow {
+            return Some((Mark { failed: true, slow: true }, now));
+        }
+        self.shared.config.cancel_is_failure.then_some((Mark { failed: true, slow: false }, now))
+    }
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if !self.done
-            && let Admit::Probe(round) = self.admit
-        {
-            self.shared.return_probe(round);
+        if self.done {
+            return;
+        }
+        match (self.dropped(), self.admit) {
+            (Some((mark, now)), Admit::Closed) => self.shared.record_closed_mark(mark, Some(now)),
+            (Some((mark, now)), Admit::Probe(round)) => {
+                self.shared.record_probe_mark(round, mark, now);
+            }
+            (None, Admit::Probe(round)) => self.shared.return_probe(round),
+            _ => {}
         }
     }
 }

@@ -62,6 +62,7 @@ impl CircuitBreakerLayer {
             half_open_calls: 3,
             half_open_max_wait: Duration::from_secs(60),
             metrics_only: false,
+            cancel_is_failure: false,
             classify: DefaultClassify,
             listener: None,
             seed: None,
@@ -130,6 +131,7 @@ pub struct CircuitBreakerBuilder<C = DefaultClassify> {
     half_open_calls: u32,
     half_open_max_wait: Duration,
     metrics_only: bool,
+    cancel_is_failure: bool,
     classify: C,
     listener: Option<Listener>,
     seed: Option<u64>,
@@ -216,6 +218,22 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Whether a call dropped before it completed *for a reason other than
+    /// its deadline* — the client went away — counts as a failure (default
+    /// false: it says nothing about the dependency).
+    ///
+    /// Whatever this says, a call dropped because its deadline passed (the
+    /// timeout layer above cut it, see
+    /// [`Deadline::expired_scope`](backpressure_core::Deadline::expired_scope)),
+    /// or dropped after the [`slow_call`](Self::slow_call) threshold, counts
+    /// as a failure and a slow call: that is how a dependency that hangs
+    /// trips the breaker.
+    #[must_use]
+    pub fn cancel_is_failure(mut self, yes: bool) -> Self {
+        self.cancel_is_failure = yes;
+        self
+    }
+
     /// What counts as a failure (default [`DefaultClassify`]: errors other
     /// than our own rejections; `HttpClassify` for HTTP services).
     pub fn classify<C2>(self, classify: C2) -> CircuitBreakerBuilder<C2> {
@@ -230,6 +248,7 @@ impl<C> CircuitBreakerBuilder<C> {
             half_open_calls: self.half_open_calls,
             half_open_max_wait: self.half_open_max_wait,
             metrics_only: self.metrics_only,
+            cancel_is_failure: self.cancel_is_failure,
             classify,
             listener: self.listener,
             seed: self.seed,
@@ -349,6 +368,7 @@ impl<C> CircuitBreakerBuilder<C> {
             half_open_calls: self.half_open_calls,
             half_open_max_wait: self.half_open_max_wait,
             metrics_only: self.metrics_only,
+            cancel_is_failure: self.cancel_is_failure,
         };
         let name = self.name.unwrap_or(LayerName::from_static(LAYER));
         let shared = Shared::new(config, window, self.listener, name, seed);

@@ -2,9 +2,9 @@
 
 use std::{
     fmt,
-    sync::atomic::{
-        AtomicU8, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
-        Ordering::Release,
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Release},
     },
     time::Duration,
 };
@@ -55,7 +55,7 @@ impl State {
         }
     }
 
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             State::Closed => 0,
             State::Open => 1,
@@ -99,23 +99,44 @@ pub(crate) struct Config {
     pub(crate) half_open_calls: u32,
     pub(crate) half_open_max_wait: Duration,
     pub(crate) metrics_only: bool,
+    pub(crate) cancel_is_failure: bool,
 }
 
 pub(crate) type Listener = Box<dyn Fn(State, State) + Send + Sync>;
 
+/// Everything the cold transitions read and write, behind one mutex.
+///
+/// The first version kept these in separate atomics and raced: every caller
+/// that saw an expired `Open` reset the probe count before its
+/// compare-and-swap, so k racing callers could admit k × n probes, and a
+/// late one could turn a fresh `Open` straight into half-open. Transitions
+/// are rare (a few per outage), so a lock costs nothing that matters and
+/// makes each one a plain sequence of assignments.
+#[derive(Debug, Default)]
+struct Cold {
+    /// Which half-open round the probes belong to: a probe from an earlier
+    /// round that completes late must not count in this one.
+    round: u64,
+    half_open_since: u64,
+    probes_left: u32,
+    probes_done: u32,
+    probes_failed: u32,
+    probes_slow: u32,
+    consecutive_opens: u32,
+}
+
 pub(crate) struct Shared {
     pub(crate) config: Config,
     window: Window,
+    /// Read on every call (the hot path); written only under `cold`.
     state: AtomicU8,
-    epoch: Instant,
+    /// When an `Open` breaker may go half-open, in nanoseconds since
+    /// `epoch`: read without the lock by rejected calls; written under it.
     open_until: AtomicU64,
-    half_open_since: AtomicU64,
-    probes_left: AtomicU32,
-    probe_gen: AtomicU64,
-    probes_done: AtomicU32,
-    probes_failed: AtomicU32,
-    probes_slow: AtomicU32,
+    /// Mirrors `Cold::consecutive_opens` for snapshots.
     consecutive_opens: AtomicU32,
+    cold: Mutex<Cold>,
+    epoch: Instant,
     rng: Draw,
     listener: Option<Listener>,
     pub(crate) name: LayerName,
@@ -135,6 +156,10 @@ pub(crate) enum Admit {
     Reject(Option<Duration>),
 }
 
+/// A state change made under the lock, announced after it is released (a
+/// listener may call back into the handle).
+type Change = Option<(State, State)>;
+
 impl Shared {
     pub(crate) fn new(
         config: Config,
@@ -146,16 +171,11 @@ impl Shared {
         Shared {
             config,
             window,
-            state: AtomicU8::new(0),
-            epoch: Instant::now(),
+            state: AtomicU8::new(State::Closed.code()),
             open_until: AtomicU64::new(0),
-            half_open_since: AtomicU64::new(0),
-            probes_left: AtomicU32::new(0),
-            probe_gen: AtomicU64::new(0),
-            probes_done: AtomicU32::new(0),
-            probes_failed: AtomicU32::new(0),
-            probes_slow: AtomicU32::new(0),
             consecutive_opens: AtomicU32::new(0),
+            cold: Mutex::new(Cold::default()),
+            epoch: Instant::now(),
             rng: Draw::new(seed),
             listener,
             name,
@@ -184,27 +204,36 @@ impl Shared {
         }
     }
 
-    fn transition(&self, from: State, to: State) -> bool {
-        if self.state.compare_exchange(from.code(), to.code(), AcqRel, Acquire).is_err() {
-            return false;
-        }
-        self.announce(from, to);
-        true
+    fn lock(&self) -> MutexGuard<'_, Cold> {
+        // Every critical section below completes its assignments before
+        // anything that could panic, so a poisoned lock is still consistent.
+        self.cold.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the state; caller holds the lock.
+    fn set(&self, _cold: &mut Cold, to: State) -> Change {
+        let from = State::from_u8(self.state.swap(to.code(), Release));
+        (from != to).then_some((from, to))
     }
 
     /// Sets the state whatever it was (the handle's manual controls).
     pub(crate) fn force(&self, to: State) {
-        let from = State::from_u8(self.state.swap(to.code(), AcqRel));
-        if to == State::Closed {
-            self.reset_window();
-            self.consecutive_opens.store(0, Relaxed);
-        }
-        if from != to {
-            self.announce(from, to);
-        }
+        let change = {
+            let mut cold = self.lock();
+            if to == State::Closed {
+                // Clear before closing: a failure recorded in between must
+                // not land in the outage's window and trip the breaker again.
+                self.reset_window();
+                cold.consecutive_opens = 0;
+                self.consecutive_opens.store(0, Release);
+            }
+            self.set(&mut cold, to)
+        };
+        self.announce(change);
     }
 
-    fn announce(&self, from: State, to: State) {
+    fn announce(&self, change: Change) {
+        let Some((from, to)) = change else { return };
         tracing::info!(layer = %self.name, %from, %to, "circuit breaker state changed");
         crate::metrics::state(&self.name, to);
         if let Some(listener) = &self.listener {
@@ -226,87 +255,93 @@ impl Shared {
             State::Closed => Admit::Closed,
             State::Disabled => Admit::Pass,
             State::ForcedOpen => Admit::Reject(None),
-            State::Open => self.admit_open(),
-            State::HalfOpen => self.admit_half_open(self.now()),
+            State::Open | State::HalfOpen => self.admit_cold(),
         }
     }
 
     #[cold]
-    fn admit_open(&self) -> Admit {
+    fn admit_cold(&self) -> Admit {
         let now = self.now();
-        let until = self.open_until.load(Acquire);
-        if now < until {
-            return Admit::Reject(Some(Duration::from_nanos(until - now)));
-        }
-        // Open time is over: the first caller turns the breaker half-open.
-        // No background task, no timer.
-        if self.state.load(Acquire) == State::Open.code() {
-            self.start_half_open(now);
-        }
-        self.admit_half_open(now)
-    }
-
-    fn start_half_open(&self, now: u64) {
-        // Set the round up before publishing the state.
-        self.probe_gen.fetch_add(1, AcqRel);
-        self.probes_done.store(0, Relaxed);
-        self.probes_failed.store(0, Relaxed);
-        self.probes_slow.store(0, Relaxed);
-        self.half_open_since.store(now, Relaxed);
-        self.probes_left.store(self.config.half_open_calls, Release);
-        self.transition(State::Open, State::HalfOpen);
-    }
-
-    #[cold]
-    fn admit_half_open(&self, now: u64) -> Admit {
-        if self.state() != State::HalfOpen {
-            // Lost a race: decide again from the new state.
-            return match self.state() {
-                State::Closed => Admit::Closed,
-                State::Disabled => Admit::Pass,
-                State::Open => {
-                    let until = self.open_until.load(Acquire);
-                    Admit::Reject(Some(Duration::from_nanos(until.saturating_sub(now))))
-                }
-                _ => Admit::Reject(None),
-            };
-        }
-        let round = self.probe_gen.load(Acquire);
-        let mut left = self.probes_left.load(Acquire);
-        while left > 0 {
-            match self.probes_left.compare_exchange_weak(left, left - 1, AcqRel, Acquire) {
-                Ok(_) => return Admit::Probe(round),
-                Err(actual) => left = actual,
+        // Rejected calls while open read one atomic, no lock.
+        if self.state() == State::Open {
+            let until = self.open_until.load(Acquire);
+            if now < until {
+                return Admit::Reject(Some(Duration::from_nanos(until - now)));
             }
         }
-        // Every probe slot is taken. A probe that never completes must not
-        // hold the breaker half-open forever.
-        let since = self.half_open_since.load(Acquire);
-        if now.saturating_sub(since) >= duration_nanos(self.config.half_open_max_wait) {
-            self.reopen(now, State::HalfOpen);
-        }
-        Admit::Reject(None)
+        let (admit, change) = {
+            let mut cold = self.lock();
+            self.admit_locked(&mut cold, now)
+        };
+        self.announce(change);
+        admit
     }
 
+    fn admit_locked(&self, cold: &mut Cold, now: u64) -> (Admit, Change) {
+        match self.state() {
+            State::Closed => (Admit::Closed, None),
+            State::Disabled => (Admit::Pass, None),
+            State::ForcedOpen => (Admit::Reject(None), None),
+            State::Open => {
+                let until = self.open_until.load(Acquire);
+                if now < until {
+                    return (Admit::Reject(Some(Duration::from_nanos(until - now))), None);
+                }
+                // Open time is over: this caller turns the breaker half-open
+                // and takes the first probe. No background task, no timer.
+                cold.round = cold.round.wrapping_add(1);
+                cold.half_open_since = now;
+                cold.probes_left = self.config.half_open_calls - 1;
+                cold.probes_done = 0;
+                cold.probes_failed = 0;
+                cold.probes_slow = 0;
+                let change = self.set(cold, State::HalfOpen);
+                (Admit::Probe(cold.round), change)
+            }
+            State::HalfOpen => {
+                if cold.probes_left > 0 {
+                    cold.probes_left -= 1;
+                    return (Admit::Probe(cold.round), None);
+                }
+                // Every probe slot is taken. A probe that never completes
+                // must not hold the breaker half-open forever.
+                if now.saturating_sub(cold.half_open_since)
+                    >= duration_nanos(self.config.half_open_max_wait)
+                {
+                    let change = self.open(cold, now);
+                    let until = self.open_until.load(Acquire);
+                    return (
+                        Admit::Reject(Some(Duration::from_nanos(until.saturating_sub(now)))),
+                        change,
+                    );
+                }
+                (Admit::Reject(None), None)
+            }
+        }
+    }
+
+    /// The open time after `consecutive` re-opens in a row: grown by the
+    /// backoff, jittered, and never above the backoff's `max`.
     fn open_time(&self, consecutive: u32) -> Duration {
         let base = self.config.open_duration;
         let Some(b) = self.config.backoff else { return base };
         let grown = base.as_secs_f64() * b.multiplier.powi(consecutive.min(64) as i32);
-        let capped = grown.min(b.max.as_secs_f64());
         let spread =
             if b.jitter > 0.0 { (self.rng.next_f64() * 2.0 - 1.0) * b.jitter } else { 0.0 };
-        Duration::from_secs_f64((capped * (1.0 + spread)).max(0.0))
+        // Jitter first, then the cap: the documented maximum is a maximum.
+        let secs = (grown * (1.0 + spread)).min(b.max.as_secs_f64()).max(0.0);
+        Duration::try_from_secs_f64(secs).unwrap_or(b.max).min(b.max)
     }
 
-    fn reopen(&self, now: u64, from: State) {
-        let consecutive = self.consecutive_opens.load(Acquire);
-        let until = now.saturating_add(duration_nanos(self.open_time(consecutive)));
+    /// Opens the breaker; caller holds the lock.
+    fn open(&self, cold: &mut Cold, now: u64) -> Change {
+        let until = now.saturating_add(duration_nanos(self.open_time(cold.consecutive_opens)));
         // Publish the open time before the state, so nobody reads Open with
         // a stale deadline.
         self.open_until.store(until, Release);
-        if self.transition(from, State::Open) {
-            self.consecutive_opens.fetch_add(1, AcqRel);
-        }
+        cold.consecutive_opens = cold.consecutive_opens.saturating_add(1);
+        self.consecutive_opens.store(cold.consecutive_opens, Release);
+        self.set(cold, State::Open)
     }
 
     fn mark(&self, failed: bool, start: Option<u64>, now: Option<u64>) -> Mark {
@@ -324,6 +359,12 @@ impl Shared {
     pub(crate) fn record_closed(&self, failed: bool, start: Option<u64>) {
         let now = start.map(|_| self.now());
         let mark = self.mark(failed, start, now);
+        self.record_closed_mark(mark, now);
+    }
+
+    /// A closed-state call ended with `mark` (at `now`, if read).
+    #[inline]
+    pub(crate) fn record_closed_mark(&self, mark: Mark, now: Option<u64>) {
         let counts = match &self.window {
             Window::Count(w) => w.record(mark),
             Window::Time(w) => w.record(now.unwrap_or_else(|| self.now()), mark),
@@ -337,50 +378,74 @@ impl Shared {
                 || c.slow_rate() >= self.config.slow_rate)
             && self.state() == State::Closed
         {
-            tracing::warn!(
-                layer = %self.name,
-                failure_rate = c.failure_rate(),
-                slow_rate = c.slow_rate(),
-                calls = c.calls,
-                "circuit breaker tripped"
-            );
-            self.reopen(now.unwrap_or_else(|| self.now()), State::Closed);
+            self.trip(c, now.unwrap_or_else(|| self.now()));
         }
+    }
+
+    #[cold]
+    fn trip(&self, c: Counts, now: u64) {
+        let change = {
+            let mut cold = self.lock();
+            // Somebody else may have tripped it (or forced it) meanwhile.
+            if self.state() != State::Closed {
+                return;
+            }
+            self.open(&mut cold, now)
+        };
+        tracing::warn!(
+            layer = %self.name,
+            failure_rate = c.failure_rate(),
+            slow_rate = c.slow_rate(),
+            calls = c.calls,
+            "circuit breaker tripped"
+        );
+        self.announce(change);
     }
 
     /// A half-open probe of round `round` completed.
     pub(crate) fn record_probe(&self, round: u64, failed: bool, start: Option<u64>) {
-        if self.probe_gen.load(Acquire) != round || self.state() != State::HalfOpen {
-            return; // a late probe from an earlier round
-        }
         let now = self.now();
         let mark = self.mark(failed, start, Some(now));
-        if mark.failed {
-            self.probes_failed.fetch_add(1, AcqRel);
-        }
-        if mark.slow {
-            self.probes_slow.fetch_add(1, AcqRel);
-        }
-        let done = self.probes_done.fetch_add(1, AcqRel) + 1;
-        let n = self.config.half_open_calls;
-        if done < n {
-            return;
-        }
-        let failure_rate = f64::from(self.probes_failed.load(Acquire)) / f64::from(n);
-        let slow_rate = f64::from(self.probes_slow.load(Acquire)) / f64::from(n);
-        if failure_rate >= self.config.failure_rate || slow_rate >= self.config.slow_rate {
-            self.reopen(now, State::HalfOpen);
-        } else if self.transition(State::HalfOpen, State::Closed) {
-            self.reset_window();
-            self.consecutive_opens.store(0, Relaxed);
-        }
+        self.record_probe_mark(round, mark, now);
     }
 
-    /// A probe ended without an outcome (dropped, or ignored by the
-    /// classifier): its slot goes back.
+    /// A half-open probe of round `round` ended with `mark`.
+    pub(crate) fn record_probe_mark(&self, round: u64, mark: Mark, now: u64) {
+        let change = {
+            let mut cold = self.lock();
+            if cold.round != round || self.state() != State::HalfOpen {
+                return; // a late probe from an earlier round
+            }
+            cold.probes_failed += u32::from(mark.failed);
+            cold.probes_slow += u32::from(mark.slow);
+            cold.probes_done += 1;
+            let n = self.config.half_open_calls;
+            if cold.probes_done < n {
+                return;
+            }
+            let failure_rate = f64::from(cold.probes_failed) / f64::from(n);
+            let slow_rate = f64::from(cold.probes_slow) / f64::from(n);
+            if failure_rate >= self.config.failure_rate || slow_rate >= self.config.slow_rate {
+                self.open(&mut cold, now)
+            } else {
+                // Clear the outage's window *before* closing: a failure
+                // recorded in between would otherwise meet the old failures
+                // and trip the breaker again at once.
+                self.reset_window();
+                cold.consecutive_opens = 0;
+                self.consecutive_opens.store(0, Release);
+                self.set(&mut cold, State::Closed)
+            }
+        };
+        self.announce(change);
+    }
+
+    /// A probe ended without an outcome (the client left, or the classifier
+    /// ignored it): its slot goes back.
     pub(crate) fn return_probe(&self, round: u64) {
-        if self.probe_gen.load(Acquire) == round && self.state() == State::HalfOpen {
-            self.probes_left.fetch_add(1, AcqRel);
+        let mut cold = self.lock();
+        if cold.round == round && self.state() == State::HalfOpen {
+            cold.probes_left += 1;
         }
     }
 
@@ -392,8 +457,92 @@ impl Shared {
     pub(crate) fn consecutive_opens(&self) -> u32 {
         self.consecutive_opens.load(Acquire)
     }
+
+    #[cfg(test)]
+    pub(crate) fn probes_left(&self) -> u32 {
+        self.lock().probes_left
+    }
 }
 
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+    use crate::window::CountWindow;
+
+    fn shared(half_open_calls: u32) -> Shared {
+        let config = Config {
+            failure_rate: 0.5,
+            slow_rate: 1.0,
+            slow_call: None,
+            minimum_calls: 1,
+            open_duration: Duration::from_nanos(1),
+            backoff: None,
+            half_open_calls,
+            half_open_max_wait: Duration::from_secs(3600),
+            metrics_only: false,
+            cancel_is_failure: false,
+        };
+        Shared::new(config, Window::Count(CountWindow::new(10)), None, "t".into(), 1)
+    }
+
+    /// Many threads find the open time over at once: exactly
+    /// `half_open_calls` probes are admitted, in one round. The first
+    /// version reset the probe count in every racing caller.
+    #[test]
+    fn racing_callers_admit_exactly_n_probes() {
+        for n in [1u32, 3, 8] {
+            for _ in 0..200 {
+                let shared = Arc::new(shared(n));
+                shared.force(State::Open);
+                shared.open_until.store(0, Release);
+                let threads = 8;
+                let barrier = Arc::new(Barrier::new(threads));
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let (shared, barrier) = (Arc::clone(&shared), Arc::clone(&barrier));
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            (0..4).map(|_| shared.admit()).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let admits: Vec<Admit> =
+                    handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+                let probes: Vec<u64> = admits
+                    .iter()
+                    .filter_map(|a| if let Admit::Probe(r) = a { Some(*r) } else { None })
+                    .collect();
+                assert_eq!(probes.len(), n as usize, "{admits:?}");
+                assert!(probes.iter().all(|&r| r == probes[0]), "one round: {probes:?}");
+                assert_eq!(shared.probes_left(), 0);
+                assert_eq!(shared.state(), State::HalfOpen);
+            }
+        }
+    }
+
+    /// A probe that completes in a later round, or after the breaker
+    /// closed, changes nothing.
+    #[test]
+    fn late_probes_are_ignored() {
+        let shared = shared(1);
+        shared.force(State::Open);
+        shared.open_until.store(0, Release);
+        let Admit::Probe(first) = shared.admit() else { panic!("a probe") };
+        shared.record_probe(first, true, None);
+        assert_eq!(shared.state(), State::Open);
+        shared.open_until.store(0, Release);
+        let Admit::Probe(second) = shared.admit() else { panic!("a probe") };
+        assert_ne!(first, second);
+        shared.record_probe(first, false, None);
+        assert_eq!(shared.state(), State::HalfOpen, "a late probe of round 1");
+        shared.record_probe(second, false, None);
+        assert_eq!(shared.state(), State::Closed);
+        assert_eq!(shared.consecutive_opens(), 0);
+    }
 }

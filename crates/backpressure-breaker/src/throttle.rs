@@ -13,8 +13,7 @@ use std::{
 };
 
 use backpressure_core::{
-    BoxError, Classify, ConfigError, DefaultClassify, Draw, LayerName, Outcome, RejectKind,
-    Rejected,
+    BoxError, Classify, ConfigError, DefaultClassify, Draw, LayerName, RejectKind, Rejected,
 };
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -344,7 +343,7 @@ where
         let now = shared.now();
         let (requests, accepts) = shared.counts(now);
         let p = shared.probability(requests, accepts);
-        shared.window.add(now, 1);
+        shared.window.add_call(now);
         if p > 0.0 && shared.rng.next_f64() < p {
             shared.rejected.fetch_add(1, Relaxed);
             let error =
@@ -389,8 +388,8 @@ where
         match self.project().state.project() {
             ThrottleProj::Called { fut, shared, classify } => {
                 let result = ready!(fut.poll(cx));
-                if classify.classify(&result) != Outcome::Failure {
-                    shared.window.add(shared.now(), 1 << 16);
+                if !classify.classify(&result).is_failure() {
+                    shared.window.add_failure_field(shared.now());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

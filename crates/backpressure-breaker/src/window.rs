@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{
     AtomicU8, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 
 /// One call's outcome, as the windows store it.
@@ -128,54 +129,104 @@ impl CountWindow {
     }
 }
 
-// Time buckets: epoch (16 bits) | slow | failures | calls (16 bits each).
-const FIELD: u64 = 0xFFFF;
-
-/// The last `buckets × width` of time, in buckets. Each bucket is one packed
-/// word that carries its own epoch, so a stale bucket resets itself the
-/// first time it is written in a new epoch (subtract-on-evict, with no
-/// running total to drift) and is ignored when read. Writing is one CAS;
-/// summing the window (`buckets` loads) happens only when a failure or slow
-/// call is recorded — a success can never trip the breaker. A bucket counts
-/// at most 65,535 calls; beyond that, its calls are sampled (rates stay
-/// right, which is all the breaker reads).
+/// The last `buckets × width` of time, in buckets.
+///
+/// Each bucket is two words: the full epoch (bucket number since the
+/// breaker's start) it holds counts for, and its counts packed like the
+/// count window's (three 21-bit fields). A stale bucket is reset the first
+/// time it is written in a new epoch, and ignored when read, however long
+/// the breaker was idle: the first version packed a 16-bit epoch into the
+/// counts' word and read stale counts as fresh once it wrapped (18 hours of
+/// one-second buckets). Writing is a load of the epoch and one CAS; summing the window (`buckets` loads)
+/// happens only when a failure or slow call is recorded.
+///
+/// A bucket holds up to 2,097,151 calls; a call that would overflow it
+/// first halves all three of its counts, which keeps its rates (the first
+/// version stopped counting at 65,535, freezing the rates at the first
+/// calls of a busy bucket).
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
-    buckets: Box<[AtomicU64]>,
+    buckets: Box<[Bucket]>,
     width_nanos: u64,
 }
 
+#[derive(Debug, Default)]
+struct Bucket {
+    /// The epoch the counts belong to; `RESETTING` while a writer moves the
+    /// bucket to a new epoch.
+    epoch: AtomicU64,
+    counts: AtomicU64,
+}
+
+/// Epochs count from 1, so a fresh bucket (epoch 0) is stale.
+const RESETTING: u64 = u64::MAX;
+
 impl TimeWindow {
     pub(crate) fn new(buckets: usize, width_nanos: u64) -> Self {
-        TimeWindow { buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(), width_nanos }
+        TimeWindow {
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            width_nanos: width_nanos.max(1),
+        }
     }
 
     fn epoch(&self, now: u64) -> u64 {
-        now / self.width_nanos
+        // +1: epoch 0 marks a bucket never written. Saturates well below
+        // `RESETTING` (now / width ≤ u64::MAX / 1).
+        (now / self.width_nanos).min(RESETTING - 2) + 1
     }
 
     pub(crate) fn record(&self, now: u64, mark: Mark) -> Option<Counts> {
-        let add = 1 | (u64::from(mark.failed) << 16) | (u64::from(mark.slow) << 32);
+        let add = pack(1, u64::from(mark.failed), u64::from(mark.slow));
         self.add(now, add);
         (mark.failed || mark.slow).then(|| self.counts(now))
     }
 
-    /// Adds to the current bucket's fields: `calls | failures << 16 | slow << 32`.
-    pub(crate) fn add(&self, now: u64, add: u64) {
+    /// Adds one to the current bucket's calls (the throttle's requests).
+    pub(crate) fn add_call(&self, now: u64) {
+        self.add(now, pack(1, 0, 0));
+    }
+
+    /// Adds one to the current bucket's failures field (the throttle counts
+    /// its accepts there).
+    pub(crate) fn add_failure_field(&self, now: u64) {
+        self.add(now, pack(0, 1, 0));
+    }
+
+    /// Adds packed `calls | failures << 21 | slow << 42` to the current bucket.
+    fn add(&self, now: u64, add: u64) {
         let epoch = self.epoch(now);
-        let tag = epoch & FIELD;
         let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
-        let mut cur = bucket.load(Acquire);
         loop {
-            let next = if cur >> 48 != tag {
-                (tag << 48) | add
-            } else if cur & FIELD == FIELD || (cur >> 16) & FIELD == FIELD {
-                break; // saturated: sample
-            } else {
-                cur + add
-            };
-            match bucket.compare_exchange_weak(cur, next, AcqRel, Acquire) {
-                Ok(_) => break,
+            let seen = bucket.epoch.load(Acquire);
+            if seen == epoch {
+                break;
+            }
+            if seen == RESETTING {
+                std::hint::spin_loop();
+                continue;
+            }
+            if seen > epoch {
+                // A writer that stalled across the bucket's whole ring: its
+                // call belongs to a period already gone.
+                return;
+            }
+            // Stale: take the bucket, clear it, publish the new epoch. The
+            // RESETTING mark keeps writers of the new epoch from adding to
+            // counts that are about to be cleared.
+            if bucket.epoch.compare_exchange(seen, RESETTING, AcqRel, Acquire).is_ok() {
+                bucket.counts.store(0, Release);
+                bucket.epoch.store(epoch, Release);
+                break;
+            }
+        }
+        let mut cur = bucket.counts.load(Acquire);
+        loop {
+            let c = unpack(cur);
+            // Full (any field): halve all three, keeping the rates, then add.
+            let full = c.calls >= MASK || c.failures >= MASK || c.slow >= MASK;
+            let base = if full { pack(c.calls / 2, c.failures / 2, c.slow / 2) } else { cur };
+            match bucket.counts.compare_exchange_weak(cur, base + add, AcqRel, Acquire) {
+                Ok(_) => return,
                 Err(actual) => cur = actual,
             }
         }
@@ -186,12 +237,13 @@ impl TimeWindow {
         let n = self.buckets.len() as u64;
         let mut c = Counts::default();
         for bucket in self.buckets.iter() {
-            let word = bucket.load(Acquire);
+            let seen = bucket.epoch.load(Acquire);
             // Valid if its epoch is one of the last `n`.
-            if (epoch & FIELD).wrapping_sub(word >> 48) & FIELD < n {
-                c.calls += word & FIELD;
-                c.failures += (word >> 16) & FIELD;
-                c.slow += (word >> 32) & FIELD;
+            if seen != RESETTING && seen <= epoch && epoch - seen < n && seen != 0 {
+                let b = unpack(bucket.counts.load(Acquire));
+                c.calls += b.calls;
+                c.failures += b.failures;
+                c.slow += b.slow;
             }
         }
         c
@@ -199,7 +251,8 @@ impl TimeWindow {
 
     pub(crate) fn reset(&self) {
         for bucket in self.buckets.iter() {
-            bucket.store(0, Relaxed);
+            bucket.epoch.store(0, Release);
+            bucket.counts.store(0, Release);
         }
     }
 }
@@ -252,5 +305,46 @@ mod tests {
         assert_eq!(c, Counts { calls: 9, failures: 5, slow: 0 });
         // Long idle: everything aged out.
         assert_eq!(w.counts(100 * second), Counts::default());
+    }
+
+    #[test]
+    fn a_busy_bucket_keeps_its_rates() {
+        // 100,000 successes, then 100,000 failures in one bucket: the first
+        // version stopped counting at 65,535 calls and reported 0 % failed.
+        let w = TimeWindow::new(10, 1_000_000_000);
+        for _ in 0..100_000 {
+            w.record(0, OK);
+        }
+        for _ in 0..100_000 {
+            w.record(0, FAIL);
+        }
+        let c = w.counts(0);
+        assert_eq!(c.calls, 200_000);
+        assert!((c.failure_rate() - 0.5).abs() < 1e-9, "{c:?}");
+    }
+
+    #[test]
+    fn a_full_bucket_halves_instead_of_saturating() {
+        let w = TimeWindow::new(1, 1_000_000_000);
+        w.add(0, pack(MASK, MASK / 4, 0));
+        w.record(0, FAIL);
+        let c = w.counts(0);
+        assert_eq!(c.calls, MASK / 2 + 1);
+        assert!((c.failure_rate() - 0.25).abs() < 1e-3, "{c:?}");
+    }
+
+    #[test]
+    fn stale_buckets_stay_stale_after_any_idle_time() {
+        // The first version tagged buckets with a 16-bit epoch: after
+        // exactly 65,536 buckets of idle time, old counts read as fresh.
+        let second = 1_000_000_000;
+        let w = TimeWindow::new(10, second);
+        for _ in 0..50 {
+            w.record(0, FAIL);
+        }
+        assert_eq!(w.counts(0).failures, 50);
+        assert_eq!(w.counts(65_536 * second), Counts::default());
+        let c = w.record(65_536 * second, OK).unwrap_or_else(|| w.counts(65_536 * second));
+        assert_eq!(c, Counts { calls: 1, failures: 0, slow: 0 });
     }
 }

@@ -431,3 +431,124 @@ async fn the_throttle_waits_for_min_requests_before_shedding() {
     // From then on the SRE formula applies: 20/21 for the 21st.
     assert!((handle.probability() - 20.0 / 21.0).abs() < 1e-12);
 }
+
+/// A dependency that never answers, behind something that cuts calls at
+/// their deadline the way the timeout layer does: the breaker must trip.
+/// On the first version a dropped closed-state call recorded nothing, so a
+/// hung dependency never tripped a breaker below a timeout.
+#[tokio::test(start_paused = true)]
+async fn calls_cut_by_their_deadline_are_failures() {
+    let layer = builder().build().unwrap();
+    let mut svc = layer.layer(service_fn(|()| std::future::pending::<Result<(), BoxError>>()));
+    for i in 0..5 {
+        svc.ready().await.unwrap();
+        let fut = svc.call(());
+        backpressure_core::Deadline::expired_scope(|| drop(fut));
+        let expect = if i < 4 { State::Closed } else { State::Open };
+        assert_eq!(layer.handle().state(), expect, "after {} timeouts", i + 1);
+    }
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(circuit_open(&err).is_some(), "later calls fail fast: {err}");
+}
+
+/// A client that goes away says nothing about the dependency: ignored by
+/// default, a failure when asked.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_by_a_client_that_left_are_ignored_by_default() {
+    for (cancel_is_failure, expect) in [(false, State::Closed), (true, State::Open)] {
+        let layer = builder().cancel_is_failure(cancel_is_failure).build().unwrap();
+        let mut svc = layer.layer(service_fn(|()| std::future::pending::<Result<(), BoxError>>()));
+        for _ in 0..10 {
+            svc.ready().await.unwrap();
+            drop(svc.call(()));
+        }
+        assert_eq!(layer.handle().state(), expect, "cancel_is_failure({cancel_is_failure})");
+        let counts = layer.handle().snapshot().counts;
+        assert_eq!(counts.calls, if cancel_is_failure { 5 } else { 0 });
+    }
+}
+
+/// With a slow-call threshold, a call dropped after it (by a timeout of
+/// somebody else's, without our deadline scope) is a failure and slow.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_past_the_slow_threshold_are_slow_failures() {
+    let layer = builder().slow_call(Duration::from_millis(100), 0.5).build().unwrap();
+    let mut svc = layer.layer(service_fn(|()| std::future::pending::<Result<(), BoxError>>()));
+    for _ in 0..5 {
+        svc.ready().await.unwrap();
+        let fut = svc.call(());
+        let _ = tokio::time::timeout(Duration::from_millis(150), fut).await;
+    }
+    assert_eq!(layer.handle().state(), State::Open);
+}
+
+/// Half-open probes dropped by a timeout fail the round, not just return
+/// their slot.
+#[tokio::test(start_paused = true)]
+async fn a_probe_cut_by_its_deadline_reopens() {
+    let layer = builder().build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| std::future::pending::<Result<(), BoxError>>()));
+    for _ in 0..5 {
+        svc.ready().await.unwrap();
+        let fut = svc.call(());
+        backpressure_core::Deadline::expired_scope(|| drop(fut));
+    }
+    assert_eq!(handle.state(), State::Open);
+    advance(Duration::from_secs(10)).await;
+    let probes: Vec<_> = (0..2).map(|_| svc.call(())).collect();
+    assert_eq!(handle.state(), State::HalfOpen);
+    backpressure_core::Deadline::expired_scope(|| drop(probes));
+    assert_eq!(handle.state(), State::Open, "both probes timed out");
+    assert_eq!(handle.snapshot().consecutive_opens, 2);
+}
+
+/// The jitter is applied before the cap: the open time never exceeds the
+/// documented maximum (the first version applied it after, up to
+/// `max × (1 + jitter)`).
+#[tokio::test(start_paused = true)]
+async fn jittered_open_times_never_exceed_the_backoff_max() {
+    let max = Duration::from_secs(40);
+    for seed in 0..50 {
+        let layer = builder()
+            .open_duration(Duration::from_secs(10))
+            .backoff(Backoff { multiplier: 2.0, max, jitter: 0.5 })
+            .half_open_calls(1)
+            .seed(seed)
+            .build()
+            .unwrap();
+        let svc = layer.layer(backend());
+        for _ in 0..5 {
+            let _ = svc.clone().oneshot(Err(())).await;
+        }
+        // 10, 20, 40, 40, ... seconds, each ±50 %: capped at 40.
+        for _ in 0..6 {
+            let open = layer.handle().snapshot().time_until_half_open.expect("open");
+            assert!(open <= max, "seed {seed}: open for {open:?} > {max:?}");
+            advance(open).await;
+            let _ = svc.clone().oneshot(Err(())).await; // the probe fails: reopen
+        }
+    }
+}
+
+/// Durations at the limit of what `Duration` holds build, and the breaker
+/// then works: no panic when it opens, backs off, or goes half-open.
+#[tokio::test(start_paused = true)]
+async fn huge_durations_never_panic() {
+    let layer = builder()
+        .open_duration(Duration::MAX)
+        .backoff(Backoff { multiplier: 10.0, max: Duration::MAX, jitter: 0.9 })
+        .half_open_max_wait(Duration::MAX)
+        .slow_call(Duration::MAX, 1.0)
+        .window(SlidingWindow::Time { bucket: Duration::MAX, buckets: 3_600 })
+        .build()
+        .unwrap();
+    let svc = layer.layer(backend());
+    for _ in 0..20 {
+        let _ = svc.clone().oneshot(Err(())).await;
+    }
+    assert_eq!(layer.handle().state(), State::Open);
+    advance(Duration::from_secs(86_400 * 365)).await;
+    let err = svc.clone().oneshot(Ok(0)).await.unwrap_err();
+    assert!(circuit_open(&err).is_some());
+}

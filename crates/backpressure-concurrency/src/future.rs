@@ -18,9 +18,6 @@ pin_project! {
         waiter: Waiter,
         #[pin]
         sleep: Sleep,
-        // The deadline in scope when the request arrived: the inner call
-        // happens later, from `poll`, and re-opens it for the layers below.
-        deadline: Option<Deadline>,
     }
 }
 use tower_service::Service;
@@ -57,7 +54,10 @@ pin_project! {
         // one keeps this variant (and so every future) small.
         Rejected { error: Option<BoxError> },
         // Waiting for a permit (while `waiter` is set), then for readiness.
-        Pending { svc: S, req: Option<Req> },
+        // `deadline`: the one in scope when the request arrived; the inner
+        // call happens later, from `poll`, and re-opens it for the layers
+        // below.
+        Pending { svc: S, req: Option<Req>, deadline: Option<Deadline> },
         Called { #[pin] fut: F },
         Done,
     }
@@ -67,10 +67,17 @@ impl<S, Req, C, H> ResponseFuture<S, Req, C, H>
 where
     S: Service<Req>,
 {
+    /// Admitted, to be called once `svc` is ready, inside `deadline`.
     #[inline]
-    pub(crate) fn admitted(svc: S, req: Req, permit: Permit, classify: (C, H)) -> Self {
+    pub(crate) fn admitted(
+        svc: S,
+        req: Req,
+        deadline: Option<Deadline>,
+        permit: Permit,
+        classify: (C, H),
+    ) -> Self {
         ResponseFuture {
-            state: State::Pending { svc, req: Some(req) },
+            state: State::Pending { svc, req: Some(req), deadline },
             permit: Some(permit),
             queued: None,
             classify,
@@ -96,9 +103,9 @@ where
         classify: (C, H),
     ) -> Self {
         ResponseFuture {
-            state: State::Pending { svc, req: Some(req) },
+            state: State::Pending { svc, req: Some(req), deadline },
             permit: None,
-            queued: Some(Box::pin(Queued { sleep: sleep_until(waiter.until), waiter, deadline })),
+            queued: Some(Box::pin(Queued { sleep: sleep_until(waiter.until), waiter })),
             classify,
         }
     }
@@ -134,7 +141,7 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
                 }
-                StateProj::Pending { svc, req } => {
+                StateProj::Pending { svc, req, deadline } => {
                     if let Some(queued) = this.queued.as_mut()
                         && !queued.waiter.is_settled()
                     {
@@ -149,11 +156,10 @@ where
                             }
                         };
                         // The slot is collected: the waiter has nothing left
-                        // to give back, only its handle on the limiter. The
-                        // box stays until the call, for its deadline.
+                        // to give back, only its handle on the limiter.
                         let shared = waiter.settle();
                         match admitted {
-                            Ok(()) => *this.permit = Some(Permit::new(shared)),
+                            Ok(()) => *this.permit = Some(Permit::new(shared, true)),
                             Err(kind) => {
                                 let error = shared.rejected(kind);
                                 *this.queued = None;
@@ -178,10 +184,8 @@ where
                             "concurrency limit future polled after a panic".into()
                         ));
                     };
-                    let fut = match this.queued.take() {
-                        Some(queued) => Deadline::scope_opt(queued.deadline, || svc.call(req)),
-                        None => svc.call(req),
-                    };
+                    *this.queued = None;
+                    let fut = Deadline::scope_opt(*deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Called { fut } => {

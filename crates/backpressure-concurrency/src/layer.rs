@@ -58,7 +58,7 @@ impl ConcurrencyLimitLayer {
             deadline: CurrentDeadline,
             classify: DefaultClassify,
             name: None,
-            cancel_is_drop: true,
+            cancel_is_drop: false,
         }
     }
 }
@@ -296,9 +296,16 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
         self
     }
 
-    /// Whether a request whose future is dropped before completing (an outer
-    /// timeout fired, the client left) counts as a drop for an adaptive limit
-    /// (default true).
+    /// Whether a request whose future is dropped before completing *for a
+    /// reason other than its deadline* — most often, the client went away —
+    /// counts as a drop for an adaptive limit (default false: a client
+    /// hanging up says nothing about capacity, and counting it pinned the
+    /// limit to its floor under any steady trickle of hang-ups).
+    ///
+    /// Whatever this says, a request dropped because its deadline passed
+    /// (the timeout layer above cut it, inside
+    /// [`Deadline::expired_scope`](backpressure_core::Deadline::expired_scope))
+    /// is a drop.
     #[must_use]
     pub fn cancel_is_drop(mut self, yes: bool) -> Self {
         self.cancel_is_drop = yes;

@@ -1,28 +1,38 @@
 use std::sync::Arc;
 
-use backpressure_core::{Outcome, RejectKind};
+use std::sync::atomic::Ordering::Relaxed;
+
+use backpressure_core::{Deadline, Outcome, RejectKind};
 use tokio::time::Instant;
 
 use crate::{algorithm::Sample, shared::Shared};
 
 /// A held permit. Dropping it returns the permit (handing it to the next
-/// waiter); if the request had not completed, an adaptive limiter counts the
-/// cancellation as a drop.
+/// waiter); if the request had not completed, an adaptive limiter learns
+/// what the drop says (see [`Drop`](#impl-Drop-for-Permit)).
 #[derive(Debug)]
 pub(crate) struct Permit {
     shared: Arc<Shared>,
     // Only for adaptive limits: when the permit was taken, and the in-flight
-    // count then (u32: 16 bytes in all, which keeps the future small). Fixed
-    // limits never read the clock.
+    // count then with the saturation flag in its top bit (u32: 16 bytes in
+    // all, which keeps the future small). Fixed limits never read the clock.
     start: Option<(Instant, u32)>,
 }
 
+const SATURATED: u32 = 1 << 31;
+
 impl Permit {
+    /// A permit just taken. `waited`: it came through the queue.
     #[inline]
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, waited: bool) -> Self {
         let start = if shared.is_adaptive() {
-            let in_flight = u32::try_from(shared.counter.in_flight()).unwrap_or(u32::MAX);
-            Some((Instant::now(), in_flight))
+            let in_flight = shared.counter.in_flight();
+            // The limit, not the backend, was the bottleneck for this
+            // request: it had to wait, or it took the last permit.
+            let saturated =
+                waited || in_flight >= shared.limit.load(Relaxed) || shared.counter.has_waiters();
+            let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX >> 1).min(SATURATED - 1);
+            Some((Instant::now(), in_flight | if saturated { SATURATED } else { 0 }))
         } else {
             None
         };
@@ -35,33 +45,49 @@ impl Permit {
         self.start.is_some()
     }
 
+    fn record(&mut self, dropped: bool) {
+        if let Some((start, bits)) = self.start.take() {
+            let now = Instant::now();
+            let sample = Sample {
+                start,
+                rtt: now.saturating_duration_since(start),
+                in_flight: (bits & !SATURATED) as usize,
+                dropped,
+                saturated: bits & SATURATED != 0,
+            };
+            self.shared.record(now, sample);
+        }
+    }
+
     /// The request completed with `outcome`: feed the algorithm now; the
     /// permit is returned when it is dropped.
+    ///
+    /// Only congestion ([`Outcome::Overloaded`]) is a drop. A
+    /// [`Outcome::Failure`] (a handler's 500) says nothing about capacity,
+    /// and its latency nothing about the backend's (a failure is often
+    /// instant): no sample at all, like [`Outcome::Ignore`].
     pub(crate) fn complete(&mut self, outcome: Outcome) {
-        if let Some((start, in_flight)) = self.start.take() {
-            let dropped = match outcome {
-                Outcome::Success => false,
-                Outcome::Failure => true,
-                Outcome::Ignore => return,
-            };
-            let now = Instant::now();
-            let rtt = now.saturating_duration_since(start);
-            let sample = Sample { start, rtt, in_flight: in_flight as usize, dropped };
-            self.shared.record(now, sample);
+        match outcome {
+            Outcome::Success => self.record(false),
+            Outcome::Overloaded => self.record(true),
+            Outcome::Failure | Outcome::Ignore => self.start = None,
         }
     }
 }
 
 impl Drop for Permit {
+    /// A request dropped before it completed: a drop (congestion) if its
+    /// deadline cut it (the timeout layer above drops it inside
+    /// [`Deadline::expired_scope`]); otherwise the client went away, which
+    /// says nothing about capacity unless `cancel_is_drop(true)`.
     #[inline]
     fn drop(&mut self) {
-        if let Some((start, in_flight)) = self.start.take()
-            && self.shared.cancel_is_drop
-        {
-            let now = Instant::now();
-            let rtt = now.saturating_duration_since(start);
-            let sample = Sample { start, rtt, in_flight: in_flight as usize, dropped: true };
-            self.shared.record(now, sample);
+        if self.start.is_some() {
+            if Deadline::in_expired_scope() || self.shared.cancel_is_drop {
+                self.record(true);
+            } else {
+                self.start = None;
+            }
         }
         self.shared.release();
     }

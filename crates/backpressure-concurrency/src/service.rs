@@ -107,29 +107,30 @@ where
         if self.inner_ready && self.shared.try_fast(priority) {
             // The fast path: a permit, and an inner service ready now.
             self.inner_ready = false;
-            let permit = Permit::new(Arc::clone(&self.shared));
+            let permit = Permit::new(Arc::clone(&self.shared), false);
             return ResponseFuture::called(self.inner.call(req), permit, classify);
         }
         // A clone is as good as the instance we hold (whose readiness, if it
         // has any, stays for the next request), and its readiness is awaited
         // in the future, under the permit.
+        //
+        // Either way the inner call happens later, from the future: keep the
+        // deadline in scope now (an outer timeout's) to re-open it there.
         let svc = self.inner.clone();
+        let scope = Deadline::current();
         if self.shared.try_fast(priority) {
-            return ResponseFuture::admitted(
-                svc,
-                req,
-                Permit::new(Arc::clone(&self.shared)),
-                classify,
-            );
+            let permit = Permit::new(Arc::clone(&self.shared), false);
+            return ResponseFuture::admitted(svc, req, scope, permit, classify);
         }
         let deadline = self.deadline.extract(&req);
         match self.shared.acquire_slow(priority, deadline) {
             Admit::Now => {
-                ResponseFuture::admitted(svc, req, Permit::new(Arc::clone(&self.shared)), classify)
+                let permit = Permit::new(Arc::clone(&self.shared), false);
+                ResponseFuture::admitted(svc, req, scope, permit, classify)
             }
             Admit::Queued { slot, until, kind } => {
                 let waiter = Waiter::new(Arc::clone(&self.shared), slot, until, kind);
-                ResponseFuture::queued(svc, req, waiter, Deadline::current(), classify)
+                ResponseFuture::queued(svc, req, waiter, scope, classify)
             }
             Admit::Reject(kind) => {
                 ResponseFuture::rejected(self.shared.rejected(kind).into(), classify)

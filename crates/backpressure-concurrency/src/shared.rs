@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::{Deadline, LayerName, Priority, RejectKind, Rejected};
+use backpressure_core::{Deadline, LayerName, Priority, RejectKind, Rejected, instant_after};
 use tokio::time::Instant;
 
 use crate::{
@@ -146,8 +146,8 @@ impl Shared {
         }
         let budget = q.wait_budget(now, self.max_wait);
         let (until, kind) = match remaining {
-            Some(r) if r <= budget => (now + r, RejectKind::DeadlineExceeded),
-            _ => (now + budget, RejectKind::QueueTimeout),
+            Some(r) if r <= budget => (instant_after(now, r), RejectKind::DeadlineExceeded),
+            _ => (instant_after(now, budget), RejectKind::QueueTimeout),
         };
         let slot = q.push(priority, now);
         self.counter.add_waiter();

@@ -400,3 +400,64 @@ async fn critical_requests_keep_succeeding_under_a_sheddable_flood() {
     println!("critical success {critical_ok}/{critical_sent} = {:.1} %", rate * 100.0);
     assert!(rate >= 0.9, "critical success {:.1} %", rate * 100.0);
 }
+
+/// Not ready on its first `poll_ready` (across clones), ready after; each
+/// call records the deadline it saw in scope.
+#[derive(Clone, Default)]
+struct SlowToStart {
+    polls: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<Option<Deadline>>>>,
+}
+
+impl Service<u32> for SlowToStart {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.polls.fetch_add(1, Ordering::SeqCst) == 0 {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        self.seen.lock().unwrap().push(Deadline::current());
+        std::future::ready(Ok(req))
+    }
+}
+
+/// Admitted at once but called later, once the inner service is ready:
+/// the inner call still runs inside the request's deadline. On the first
+/// version this path (`queued: None`) called the inner service plainly and
+/// the layers below saw no deadline.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_reaches_an_inner_call_made_after_readiness() {
+    let layer = ConcurrencyLimitLayer::builder().limit(4).build().unwrap();
+    let inner = SlowToStart::default();
+    let mut svc = layer.layer(inner.clone());
+    svc.ready().await.unwrap(); // inner said Pending: not dispatched directly
+    let deadline = Deadline::after(Duration::from_secs(3));
+    let fut = deadline.scope(|| svc.call(1));
+    assert_eq!(fut.await.unwrap(), 1);
+    assert_eq!(*inner.seen.lock().unwrap(), vec![Some(deadline)]);
+}
+
+/// Every duration `build()` accepts is usable: `Duration::MAX` means
+/// "practically forever", not a panic in `Instant + Duration` when the
+/// first request queues (the first version's behaviour).
+#[tokio::test(start_paused = true)]
+async fn a_max_wait_of_duration_max_queues_without_panicking() {
+    let gauge = Gauge::default();
+    let layer = ConcurrencyLimitLayer::builder().limit(1).max_wait(Duration::MAX).build().unwrap();
+    let svc = layer.layer(gauge.service(10));
+    let a = tokio::spawn(svc.clone().oneshot(1u32));
+    let b = tokio::spawn(svc.clone().oneshot(2u32));
+    assert_eq!(a.await.unwrap().unwrap(), 1);
+    assert_eq!(b.await.unwrap().unwrap(), 2);
+    assert_eq!(gauge.peak(), 1);
+}

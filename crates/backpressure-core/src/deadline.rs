@@ -52,6 +52,9 @@ thread_local! {
     static FIXED: Cell<Option<Instant>> = const { Cell::new(None) };
     static TIMEOUT: Cell<Option<Duration>> = const { Cell::new(None) };
     static ARRIVAL: Cell<Option<Instant>> = const { Cell::new(None) };
+    // Set while a layer drops the futures of a request whose deadline has
+    // passed (see `Deadline::expired_scope`).
+    static EXPIRING: Cell<bool> = const { Cell::new(false) };
 }
 
 #[inline]
@@ -80,6 +83,27 @@ fn min_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 /// About 30 years: what "no deadline" saturates to when a duration overflows.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
+/// `now + duration`, saturating: a duration too large for the clock (e.g.
+/// `Duration::MAX`, which every builder accepts as "practically never")
+/// gives an instant about thirty years ahead instead of a panic.
+///
+/// Every layer computes its timers with this, so that no configuration a
+/// builder accepts can panic later in `Instant + Duration`.
+///
+/// ```
+/// use std::time::Duration;
+/// use backpressure_core::instant_after;
+/// use tokio::time::Instant;
+///
+/// let now = Instant::now();
+/// assert_eq!(instant_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+/// assert!(instant_after(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+/// ```
+#[inline]
+pub fn instant_after(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration).or_else(|| now.checked_add(FAR_FUTURE)).unwrap_or(now)
+}
+
 impl Deadline {
     /// A deadline at `instant`.
     pub const fn at(instant: Instant) -> Self {
@@ -94,8 +118,7 @@ impl Deadline {
 
     /// A deadline `timeout` after `now`, saturating like [`after`](Self::after).
     pub fn after_from(now: Instant, timeout: Duration) -> Self {
-        let at = now.checked_add(timeout).or_else(|| now.checked_add(FAR_FUTURE)).unwrap_or(now);
-        Deadline(at)
+        Deadline(instant_after(now, timeout))
     }
 
     /// The instant of the deadline.
@@ -155,6 +178,51 @@ impl Deadline {
             Some(d) => d.scope(f),
             None => f(),
         }
+    }
+
+    /// Runs `f`, which drops the futures of a request whose deadline has
+    /// passed, so that their `Drop` code can tell a timeout from a client
+    /// that went away: inside, [`Deadline::in_expired_scope`] is true.
+    ///
+    /// The timeout layer drops its inner future this way when the deadline
+    /// fires; a layer of your own that cuts requests at their deadline
+    /// should too. Nests, and restores the previous value even if `f`
+    /// panics.
+    ///
+    /// ```
+    /// use backpressure_core::Deadline;
+    ///
+    /// struct Guard;
+    /// impl Drop for Guard {
+    ///     fn drop(&mut self) {
+    ///         // A breaker would record a failure here, a limiter a drop.
+    ///         println!("timed out: {}", Deadline::in_expired_scope());
+    ///     }
+    /// }
+    /// let guard = Guard;
+    /// Deadline::expired_scope(|| drop(guard)); // timed out: true
+    /// assert!(!Deadline::in_expired_scope());
+    /// drop(Guard); // timed out: false — the client left
+    /// ```
+    #[inline]
+    pub fn expired_scope<R>(f: impl FnOnce() -> R) -> R {
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                EXPIRING.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(EXPIRING.with(|c| c.replace(true)));
+        f()
+    }
+
+    /// Whether the code running now is inside [`Deadline::expired_scope`]:
+    /// in a `Drop` implementation, whether the request is being dropped
+    /// because its deadline passed (`true`) or for another reason, most
+    /// often a client that went away (`false`).
+    #[inline]
+    pub fn in_expired_scope() -> bool {
+        EXPIRING.with(Cell::get)
     }
 
     /// Runs `f` with this deadline as [`Deadline::current`]: the earlier of

@@ -64,7 +64,7 @@ mod reject;
 pub use classify::HttpClassify;
 pub use classify::{Classify, ClassifyError, DefaultClassify, Outcome};
 pub use config::ConfigError;
-pub use deadline::{Deadline, PendingDeadline};
+pub use deadline::{Deadline, PendingDeadline, instant_after};
 pub use draw::Draw;
 pub use extract::{CurrentDeadline, DefaultPriority, Extract};
 #[cfg(feature = "http")]

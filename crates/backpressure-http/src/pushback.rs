@@ -80,7 +80,7 @@ impl Gate {
         if delay.is_zero() {
             return;
         }
-        let at = Instant::now() + delay;
+        let at = backpressure_core::instant_after(Instant::now(), delay);
         // Round up to the next millisecond: never end the hold early.
         let ms = (at - self.base()).as_micros().div_ceil(1000);
         let ms = u64::try_from(ms).unwrap_or(u64::MAX).max(1);

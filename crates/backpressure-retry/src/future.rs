@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::Deadline;
+use backpressure_core::{Deadline, instant_after};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
@@ -102,7 +102,7 @@ where
         }
         let delay =
             shared.backoff.delay(retries + 1, &shared.draw).max(not_before.unwrap_or_default());
-        if deadline.is_some_and(|d| Instant::now() + delay >= d.instant()) {
+        if deadline.is_some_and(|d| instant_after(Instant::now(), delay) >= d.instant()) {
             counters.denied_deadline.fetch_add(1, Relaxed);
             tracing::debug!(layer = %shared.name, "retry: no time left before the deadline");
             return Next::Return;
@@ -171,7 +171,7 @@ where
                                 let svc = svc.expect("a retried request has a service prototype");
                                 this.state.set(State::Ready { svc, req: Some(req) });
                             } else {
-                                let sleep = sleep_until(Instant::now() + delay);
+                                let sleep = sleep_until(instant_after(Instant::now(), delay));
                                 this.state.set(State::Backoff { sleep, svc, req: Some(req) });
                             }
                         }

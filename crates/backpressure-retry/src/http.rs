@@ -158,7 +158,7 @@ where
             Ok(res) => res,
             Err(e) => {
                 return match e.classify_error() {
-                    Outcome::Failure => Verdict::Retry { not_before: None },
+                    Outcome::Failure | Outcome::Overloaded => Verdict::Retry { not_before: None },
                     Outcome::Success | Outcome::Ignore => Verdict::Done,
                 };
             }

@@ -173,7 +173,7 @@ impl LagSignal {
 async fn probe(shared: Weak<LagShared>, interval: Duration, _alive: Arc<()>) {
     let mut smoothed = 0u64;
     loop {
-        let expected = Instant::now() + interval;
+        let expected = backpressure_core::instant_after(Instant::now(), interval);
         sleep_until(expected).await;
         let lag = u64::try_from(Instant::now().saturating_duration_since(expected).as_nanos())
             .unwrap_or(u64::MAX);

@@ -205,8 +205,11 @@ where
             if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
                 ready!(sleep.poll(cx));
             }
-            // Expired: drop the inner future (or the waiting service) now.
-            this.state.set(State::Done);
+            // Expired: drop the inner future (or the waiting service) now,
+            // marked as a timeout, so the layers below can tell it from a
+            // client that left (a breaker counts it as a failure, an
+            // adaptive limit as a drop).
+            Deadline::expired_scope(|| this.state.set(State::Done));
             return Poll::Ready(Err(deadline_exceeded()));
         }
     }

@@ -5,16 +5,19 @@ use tokio::time::Instant;
 
 use super::{
     LimitAlgorithm, Sample, check_fraction,
-    controller::{Controller, delegate_to_controller, limit_setters},
+    controller::{Controller, Trend, delegate_to_controller, limit_setters},
 };
 
 /// Additive increase, multiplicative decrease: the classic, and the right
 /// choice for clients.
 ///
-/// Per window of samples: if any request was a drop (a failure, an overload
-/// signal, a timeout), or the window's RTT exceeded `rtt_threshold`, the
-/// limit is multiplied by `backoff` (0.9); otherwise, if the service used at
-/// least half its limit (it is not app-limited), the limit grows by one.
+/// Per window of samples: if the window was congested (at least
+/// [`drop_threshold`](Self::drop_threshold) of its samples, and two or more,
+/// were overload signals — 429, 503, 504, timeouts), or its RTT exceeded
+/// `rtt_threshold`, the limit is multiplied by `backoff` (0.9); otherwise,
+/// if the service used at least half its limit (it is not app-limited), the
+/// limit grows by one — or doubles while requests wait for permits, up to
+/// half the limit of the last back-off (TCP's slow start and `ssthresh`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,12 +82,12 @@ impl LimitAlgorithm for Aimd {
         let Aimd { core, backoff, rtt_threshold } = self;
         core.update(now, sample, |limit, w, _baseline| {
             let slow = rtt_threshold.is_some_and(|t| w.rtt > t);
-            if w.dropped || slow {
-                (limit * *backoff).floor()
+            if w.congested || slow {
+                ((limit * *backoff).floor(), Trend::Shrink)
             } else if w.max_in_flight * 2 >= limit as usize {
-                limit + 1.0
+                (limit + 1.0, Trend::Grow)
             } else {
-                limit
+                (limit, Trend::Hold)
             }
         })
     }
@@ -104,7 +107,13 @@ mod tests {
         let mut limit = 0;
         for _ in 0..10 {
             *t += Duration::from_millis(6);
-            let s = Sample { start: *t, rtt: Duration::from_millis(ms), in_flight, dropped };
+            let s = Sample {
+                start: *t,
+                rtt: Duration::from_millis(ms),
+                in_flight,
+                dropped,
+                saturated: false,
+            };
             limit = aimd.update(*t, s);
         }
         limit

@@ -1,7 +1,7 @@
 //! What every adaptive algorithm carries and does the same way: bounds, the
-//! window of samples, the unloaded-RTT probe, and publishing the limit.
-//! Each algorithm only supplies the rule that moves the limit when a window
-//! closes.
+//! window of samples, the drop-rate threshold, slow start, the unloaded-RTT
+//! probe, and publishing the limit. Each algorithm only supplies the rule
+//! that moves the limit when a window closes.
 
 use std::time::Duration;
 
@@ -10,6 +10,26 @@ use tokio::time::Instant;
 
 use super::{Bounds, Probe, Sample, Window, WindowConfig, WindowSummary, probe::Step};
 
+/// Which way an algorithm's rule says the limit should go, for slow start
+/// and its ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trend {
+    /// Latency flat, no congestion: more load would be served as fast.
+    Grow,
+    /// Neither.
+    Hold,
+    /// Latency rose or the window was congested: past the knee.
+    Shrink,
+}
+
+/// The default share of a window's samples that must be drops before the
+/// limit backs off.
+pub(crate) const DEFAULT_DROP_THRESHOLD: f64 = 0.05;
+
+/// Drops in a window needed before it can count as congested, whatever its
+/// rate: one drop among ten samples is noise, not a verdict.
+const MIN_DROPS: usize = 2;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Controller {
     pub(crate) bounds: Bounds,
@@ -17,6 +37,11 @@ pub(crate) struct Controller {
     window: Window,
     probe: Probe,
     probe_interval: Duration,
+    pub(crate) drop_threshold: f64,
+    /// The limit at which latency last rose or drops last came: slow start
+    /// stops at half of it (TCP's `ssthresh`). Forgotten once the limit
+    /// grows well past it without trouble.
+    ceiling: Option<f64>,
     limit: f64,
     published: usize,
 }
@@ -32,6 +57,8 @@ impl Controller {
             window_config,
             probe: Probe::new(probe_interval),
             probe_interval,
+            drop_threshold: DEFAULT_DROP_THRESHOLD,
+            ceiling: None,
             limit: 20.0,
             published: 20,
         }
@@ -59,7 +86,8 @@ impl Controller {
 
     pub(crate) fn validate(&self, layer: &'static str) -> Result<(), ConfigError> {
         self.bounds.validate(layer)?;
-        self.window_config.validate(layer)
+        self.window_config.validate(layer)?;
+        super::check_fraction(layer, "drop_threshold", self.drop_threshold, 0.0..=1.0)
     }
 
     pub(crate) fn is_probing(&self) -> bool {
@@ -73,17 +101,20 @@ impl Controller {
 
     /// Feeds one sample. When a window closes outside a probe, `rule` gets
     /// the current limit, the window and the unloaded-RTT baseline, and
-    /// returns the new limit, which is then clamped and published.
+    /// returns the new limit and the trend it saw; slow start may raise the
+    /// limit further; it is then clamped and published.
     pub(crate) fn update(
         &mut self,
         now: Instant,
         sample: Sample,
-        rule: impl FnOnce(f64, &WindowSummary, Option<Duration>) -> f64,
+        rule: impl FnOnce(f64, &WindowSummary, Option<Duration>) -> (f64, Trend),
     ) -> usize {
         if !self.probe.accepts(&sample) {
             return self.published;
         }
-        let Some(w) = self.window.add(now, sample) else { return self.published };
+        let Some(mut w) = self.window.add(now, sample) else { return self.published };
+        w.congested =
+            w.drops >= MIN_DROPS && w.drops as f64 >= self.drop_threshold * w.samples as f64;
         match self.probe.observe(now, &w, self.limit, self.bounds.min) {
             Step::Start(probe_limit) => {
                 self.window.reset();
@@ -91,11 +122,49 @@ impl Controller {
                 return probe_limit;
             }
             Step::Restore(saved) => self.limit = saved,
-            Step::Normal => self.limit = rule(self.limit, &w, self.probe.baseline()),
+            Step::Normal => {
+                let limit = self.limit;
+                let (next, trend) = rule(limit, &w, self.probe.baseline());
+                self.limit = self.slow_start(limit, next, trend, &w);
+            }
         }
         self.limit = self.bounds.clamp(self.limit);
         self.published = self.limit.round() as usize;
         self.published
+    }
+
+    /// TCP's slow start, for concurrency: while the limit itself is the
+    /// bottleneck (the window's requests waited for permits) and latency is
+    /// flat, double it each window instead of adding a few percent. An
+    /// endpoint that is slow but not a bottleneck (a handler waiting 200 ms
+    /// on a remote API) needs 400 permits for 2,000 requests/s; growing by
+    /// 2 % a window from 20 takes 150 windows, and meanwhile the queue turns
+    /// most requests away. Doubling stops at half the limit where latency
+    /// last rose (the ceiling), so a pooled backend sitting at its knee under
+    /// sustained overload is not pushed past it again and again.
+    fn slow_start(&mut self, limit: f64, next: f64, trend: Trend, w: &WindowSummary) -> f64 {
+        if trend == Trend::Shrink || w.congested {
+            self.ceiling = Some(limit);
+            return next;
+        }
+        if let Some(c) = self.ceiling
+            && next > c * 1.5
+        {
+            // Grown well past the old trouble without any: the world
+            // changed. (Not merely past it: a limit hovering at a pooled
+            // backend's knee crosses its ceiling by a request or two.)
+            self.ceiling = None;
+        }
+        if trend != Trend::Grow || !w.saturated {
+            return next;
+        }
+        let cap = self.ceiling.map_or(f64::INFINITY, |c| c / 2.0);
+        if limit < cap { next.max((limit * 2.0).min(cap)) } else { next }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ceiling(&self) -> Option<f64> {
+        self.ceiling
     }
 }
 
@@ -127,6 +196,17 @@ macro_rules! limit_setters {
         #[must_use]
         pub fn window(mut self, window: $crate::algorithm::WindowConfig) -> Self {
             self.core.set_window(window);
+            self
+        }
+
+        /// The share of a window's samples that must be drops (congestion
+        /// signals: 429, 503, 504, timeouts) before the limit backs off, in
+        /// 0..=1 (default 0.05); a window also needs at least two drops.
+        /// One drop is noise: backing off on it lets a steady trickle of
+        /// timeouts pin the limit to its floor at any traffic volume.
+        #[must_use]
+        pub fn drop_threshold(mut self, share: f64) -> Self {
+            self.core.drop_threshold = share;
             self
         }
     };

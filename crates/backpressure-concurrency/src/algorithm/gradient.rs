@@ -5,8 +5,13 @@ use tokio::time::Instant;
 
 use super::{
     LimitAlgorithm, Sample, check_fraction,
-    controller::{Controller, delegate_to_controller, limit_setters, probe_setters},
+    controller::{Controller, Trend, delegate_to_controller, limit_setters, probe_setters},
 };
+
+/// A window's RTT within this factor of `tolerance × baseline` counts as
+/// flat for slow start: averages of real latencies wander a few percent
+/// around the unloaded one without any queueing.
+const FLAT: f64 = 1.1;
 
 /// Gradient2 (after Netflix's concurrency-limits), with its known defects
 /// fixed. The default algorithm for servers.
@@ -19,8 +24,17 @@ use super::{
 /// the headroom (10 % of the limit, at least 1).
 ///
 /// What differs from Netflix's implementation:
-/// - **drops lower the limit** (× `backoff`); Netflix ignores them
-///   (concurrency-limits#176), so a backend failing fast looks healthy;
+/// - **a drop rate lowers the limit** (× `backoff` when at least
+///   [`drop_threshold`](Self::drop_threshold) of a window's samples, and two
+///   or more, were congestion signals: 429, 503, 504, timeouts); Netflix
+///   ignores drops (concurrency-limits#176), so a backend failing fast looks
+///   healthy. Reacting to a single drop instead pinned the limit to its
+///   floor under any steady trickle of timeouts or cancellations;
+/// - **slow start**: while requests wait for permits and the RTT is flat,
+///   the limit doubles each window (up to half the limit where latency last
+///   rose) instead of growing by the smoothed headroom, so an endpoint that
+///   is slow but not a bottleneck gets the hundreds of permits it needs in
+///   a second, not in a minute;
 /// - **the baseline is the unloaded RTT, re-measured by probes** (see the
 ///   crate docs), not a long moving average of the RTT: an average follows
 ///   sustained queueing upwards, the gradient then stays near 1 and the limit
@@ -76,7 +90,8 @@ impl Gradient2 {
         self
     }
 
-    /// The factor applied when a window contains a drop (default 0.9).
+    /// The factor applied when a window is congested (default 0.9; see
+    /// [`drop_threshold`](Self::drop_threshold)).
     #[must_use]
     pub fn backoff(mut self, backoff: f64) -> Self {
         self.backoff = backoff;
@@ -107,18 +122,29 @@ impl LimitAlgorithm for Gradient2 {
     fn update(&mut self, now: Instant, sample: Sample) -> usize {
         let Gradient2 { core, tolerance, smoothing, backoff, headroom } = self;
         core.update(now, sample, |limit, w, baseline| {
-            if w.dropped {
-                return limit * *backoff;
+            if w.congested {
+                return (limit * *backoff, Trend::Shrink);
             }
-            let Some(baseline) = baseline.filter(|_| w.rtt > Duration::ZERO) else { return limit };
-            let gradient =
-                (*tolerance * baseline.as_secs_f64() / w.rtt.as_secs_f64()).clamp(0.5, 1.0);
+            let Some(baseline) = baseline.filter(|_| w.rtt > Duration::ZERO) else {
+                return (limit, Trend::Hold);
+            };
+            let ratio = w.rtt.as_secs_f64() / baseline.as_secs_f64();
+            let gradient = (*tolerance / ratio).clamp(0.5, 1.0);
             let mut target = limit * gradient + (limit * *headroom).max(1.0);
-            if w.max_in_flight * 2 < limit as usize {
+            let app_limited = w.max_in_flight * 2 < limit as usize;
+            if app_limited {
                 // App-limited: the samples say nothing about more load.
                 target = target.min(limit);
             }
-            limit * (1.0 - *smoothing) + target * *smoothing
+            let next = limit * (1.0 - *smoothing) + target * *smoothing;
+            let trend = if ratio <= *tolerance * FLAT && !app_limited {
+                Trend::Grow
+            } else if next < limit {
+                Trend::Shrink
+            } else {
+                Trend::Hold
+            };
+            (next, trend)
         })
     }
 }
@@ -136,7 +162,10 @@ mod tests {
                 let in_flight = limit.max(1);
                 let rtt =
                     Duration::from_micros((10_000.0 * (in_flight as f64 / knee).max(1.0)) as u64);
-                limit = alg.update(*t, Sample { start: *t, rtt, in_flight, dropped: false });
+                limit = alg.update(
+                    *t,
+                    Sample { start: *t, rtt, in_flight, dropped: false, saturated: false },
+                );
             }
         }
         limit
@@ -152,6 +181,76 @@ mod tests {
         }
     }
 
+    /// Feeds one window of `n` samples of which `drops` are drops.
+    fn window(alg: &mut Gradient2, t: &mut Instant, n: usize, drops: usize) -> usize {
+        let mut limit = 0;
+        for i in 0..n {
+            *t += Duration::from_micros(600);
+            let sample = Sample {
+                start: *t,
+                rtt: Duration::from_millis(10),
+                in_flight: 20,
+                dropped: i < drops,
+                saturated: false,
+            };
+            limit = alg.update(*t, sample);
+        }
+        limit
+    }
+
+    /// One drop in a window of 100 is noise: the first version cut the
+    /// limit by 10 % on it, so a 1 % background of timeouts pinned the limit
+    /// to its floor. A drop rate above the threshold backs off.
+    #[test]
+    fn a_drop_rate_backs_off_a_single_drop_does_not() {
+        let mut t = Instant::now();
+        let mut alg = Gradient2::new().initial_limit(20).probe_interval(Duration::ZERO);
+        for _ in 0..50 {
+            assert!(window(&mut alg, &mut t, 100, 1) >= 20, "1 % drops");
+        }
+        let mut alg = Gradient2::new().initial_limit(20).probe_interval(Duration::ZERO);
+        assert_eq!(window(&mut alg, &mut t, 100, 10), 18, "10 % drops: × 0.9");
+        let mut alg =
+            Gradient2::new().initial_limit(20).probe_interval(Duration::ZERO).drop_threshold(0.2);
+        assert!(window(&mut alg, &mut t, 100, 10) >= 20, "below a 20 % threshold");
+    }
+
+    /// Slow start doubles while saturated and flat, and stops at half the
+    /// limit where latency last rose.
+    #[test]
+    fn slow_start_doubles_up_to_half_the_ceiling() {
+        let mut t = Instant::now();
+        let mut alg = Gradient2::new().initial_limit(10).probe_interval(Duration::ZERO);
+        let mut feed = |alg: &mut Gradient2, ms: u64, in_flight: usize| {
+            let mut limit = 0;
+            for _ in 0..10 {
+                t += Duration::from_millis(6);
+                let sample = Sample {
+                    start: t,
+                    rtt: Duration::from_millis(ms),
+                    in_flight,
+                    dropped: false,
+                    saturated: true,
+                };
+                limit = alg.update(t, sample);
+            }
+            limit
+        };
+        assert_eq!(feed(&mut alg, 10, 10), 20);
+        assert_eq!(feed(&mut alg, 10, 20), 40);
+        assert_eq!(feed(&mut alg, 10, 40), 80);
+        // Latency doubles at 80: the ceiling is 80, the limit shrinks.
+        let after = feed(&mut alg, 20, 80);
+        assert!(after < 80, "{after}");
+        assert_eq!(alg.core.ceiling(), Some(80.0));
+        // Flat again below the ceiling: slow start only up to 40.
+        let mut limit = after;
+        for _ in 0..3 {
+            limit = feed(&mut alg, 10, limit);
+        }
+        assert!(limit < 80, "no doubling back past the trouble: {limit}");
+    }
+
     #[test]
     fn drops_lower_the_limit() {
         let mut t = Instant::now();
@@ -161,7 +260,13 @@ mod tests {
             t += Duration::from_millis(6);
             limit = alg.update(
                 t,
-                Sample { start: t, rtt: Duration::from_millis(1), in_flight: 100, dropped: true },
+                Sample {
+                    start: t,
+                    rtt: Duration::from_millis(1),
+                    in_flight: 100,
+                    dropped: true,
+                    saturated: false,
+                },
             );
         }
         assert_eq!(limit, 90);

@@ -30,10 +30,17 @@ pub struct Sample {
     pub rtt: Duration,
     /// Requests in flight when it started, itself included.
     pub in_flight: usize,
-    /// Whether it was a drop: a failure or overload signal per the layer's
-    /// [`Classify`](backpressure_core::Classify), or cancelled before it
-    /// completed (an outer timeout fired).
+    /// Whether it was a drop: a congestion signal —
+    /// [`Outcome::Overloaded`](backpressure_core::Outcome::Overloaded) per
+    /// the layer's [`Classify`](backpressure_core::Classify) (429, 503, 504,
+    /// a timeout below), or cut by its deadline before it completed.
+    /// Failures that are not congestion (a 500) give no sample at all.
     pub dropped: bool,
+    /// Whether the limit was the bottleneck when it started: it waited in
+    /// the queue, took the last permit, or others were waiting. Saturated
+    /// samples with a flat latency say the limit, not the backend, is what
+    /// holds throughput back.
+    pub saturated: bool,
 }
 
 /// An algorithm that adjusts a concurrency limit from samples.

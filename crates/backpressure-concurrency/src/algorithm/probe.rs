@@ -3,6 +3,7 @@ use std::{
     time::Duration,
 };
 
+use backpressure_core::instant_after;
 use tokio::time::Instant;
 
 use super::{Sample, WindowSummary};
@@ -17,7 +18,9 @@ use super::{Sample, WindowSummary};
 /// shift. So right after the first window, then every `interval` (±10 %
 /// jitter, so replicas do not probe in step), the algorithm halves its limit
 /// for one window, and the RTT measured there becomes the baseline — as
-/// BBR's ProbeRTT does. While each halving still cuts the RTT by more than a
+/// BBR's ProbeRTT does. A scheduled probe is skipped while the RTT is within
+/// 10 % of a baseline an earlier probe verified: nothing is queueing, and
+/// halving the limit would only cost throughput. While each halving still cuts the RTT by more than a
 /// quarter, the requests were queueing downstream, so it halves again: a
 /// limiter started ten times above capacity finds the unloaded RTT in a few
 /// windows instead of never.
@@ -43,6 +46,8 @@ pub(crate) struct Probe {
     inflated: u32,
     limit_before: f64,
     last_probe_end: Option<Instant>,
+    /// A probe has measured the baseline at least once.
+    verified: bool,
 }
 
 /// Windows of inflated RTT before an early probe.
@@ -85,6 +90,7 @@ impl Probe {
             inflated: 0,
             limit_before: 0.0,
             last_probe_end: None,
+            verified: false,
         }
     }
 
@@ -108,7 +114,9 @@ impl Probe {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let frac = (self.rng % 2001) as f64 / 10_000.0 - 0.1; // -10 % ..= +10 %
-        self.interval.mul_f64(1.0 + frac)
+        // Saturating: `mul_f64` panics past `Duration::MAX`.
+        Duration::try_from_secs_f64(self.interval.as_secs_f64() * (1.0 + frac))
+            .unwrap_or(Duration::MAX)
     }
 
     pub(crate) fn observe(
@@ -133,8 +141,9 @@ impl Probe {
             if let Some(rtt) = rtt {
                 self.baseline = Some(rtt);
             }
-            self.next_probe = Some(now + self.jittered());
+            self.next_probe = Some(instant_after(now, self.jittered()));
             self.last_probe_end = Some(now);
+            self.verified = true;
             self.inflated = 0;
             let mut restore = probing.saved_limit;
             if let (Some((before, Some(old))), Some(new)) = (probing.early, self.baseline) {
@@ -161,8 +170,8 @@ impl Probe {
         if let Some(rtt) = rtt {
             self.baseline = Some(self.baseline.map_or(rtt, |b| b.min(rtt)));
         }
-        // Never probe on a window of failures: the drop is handled first.
-        if self.interval.is_zero() || summary.dropped {
+        // Never probe on a congested window: the drops are handled first.
+        if self.interval.is_zero() || summary.congested {
             return Step::Normal;
         }
         // The first probe comes right after the first window: a limiter
@@ -172,8 +181,15 @@ impl Probe {
         // the samples are unloaded already.
         let loaded = summary.max_in_flight * 2 >= limit as usize;
         let early = self.inflated >= INFLATED_WINDOWS
-            && self.last_probe_end.is_none_or(|end| now >= end + self.interval / 5);
-        if (now >= next || early) && loaded {
+            && self.last_probe_end.is_none_or(|end| now >= instant_after(end, self.interval / 5));
+        // A scheduled probe re-measures the unloaded RTT. When the RTT is
+        // already within 10 % of a baseline a probe has verified, the
+        // requests are not queueing downstream and a probe would learn
+        // nothing — it would only halve the throughput of an endpoint that
+        // is slow but not a bottleneck, every interval.
+        let flat = self.verified
+            && matches!((rtt, self.baseline), (Some(r), Some(b)) if r.as_secs_f64() <= 1.1 * b.as_secs_f64());
+        if ((now >= next && !flat) || early) && loaded {
             let probe_limit = ((limit / 2.0).floor() as usize).max(min);
             let early = early.then_some((self.limit_before, self.baseline));
             self.probing =
@@ -181,7 +197,7 @@ impl Probe {
             return Step::Start(probe_limit);
         }
         if now >= next {
-            self.next_probe = Some(now + self.jittered());
+            self.next_probe = Some(instant_after(now, self.jittered()));
         }
         Step::Normal
     }

@@ -5,15 +5,18 @@ use tokio::time::Instant;
 
 use super::{
     LimitAlgorithm, Sample, check_fraction,
-    controller::{Controller, delegate_to_controller, limit_setters, probe_setters},
+    controller::{Controller, Trend, delegate_to_controller, limit_setters, probe_setters},
 };
 
 /// TCP Vegas applied to concurrency: estimate how many requests are queued
 /// downstream, `queue = limit × (1 − baseline / rtt)`, and keep it between
 /// `alpha` and `beta`.
 ///
-/// Per window: below `alpha` the limit grows by `max(1, log10(limit))`, above
-/// `beta` it shrinks by as much, on a drop it is multiplied by `backoff`.
+/// Per window: below `alpha` the limit grows by `max(1, log10(limit))` (or
+/// doubles while requests wait for permits: slow start, as in
+/// [`Gradient2`](crate::Gradient2)), above `beta` it shrinks by as much, and
+/// when the window is congested (see
+/// [`drop_threshold`](Self::drop_threshold)) it is multiplied by `backoff`.
 /// `alpha` and `beta` are fractions of the limit (5 % and 10 %, at least 1
 /// and 2 requests): Netflix's `3·log10(limit)` and `6·log10(limit)` keep 4–8
 /// requests queued downstream, which at a knee of 20 is 20–40 % over.
@@ -96,19 +99,21 @@ impl LimitAlgorithm for Vegas {
     fn update(&mut self, now: Instant, sample: Sample) -> usize {
         let Vegas { core, alpha, beta, backoff } = self;
         core.update(now, sample, |limit, w, baseline| {
-            if w.dropped {
-                return (limit * *backoff).floor();
+            if w.congested {
+                return ((limit * *backoff).floor(), Trend::Shrink);
             }
-            let Some(baseline) = baseline.filter(|_| w.rtt > Duration::ZERO) else { return limit };
+            let Some(baseline) = baseline.filter(|_| w.rtt > Duration::ZERO) else {
+                return (limit, Trend::Hold);
+            };
             let queue = limit * (1.0 - baseline.as_secs_f64() / w.rtt.as_secs_f64());
             let step = limit.log10().max(1.0);
             let app_limited = w.max_in_flight * 2 < limit as usize;
             if queue <= (*alpha * limit).max(1.0) && !app_limited {
-                limit + step
+                (limit + step, Trend::Grow)
             } else if queue >= (*beta * limit).max(2.0) {
-                limit - step
+                (limit - step, Trend::Shrink)
             } else {
-                limit
+                (limit, Trend::Hold)
             }
         })
     }
@@ -127,7 +132,10 @@ mod tests {
             for _ in 0..3000 {
                 t += Duration::from_millis(6);
                 let rtt = Duration::from_micros((10_000.0 * (limit as f64 / 20.0).max(1.0)) as u64);
-                limit = alg.update(t, Sample { start: t, rtt, in_flight: limit, dropped: false });
+                limit = alg.update(
+                    t,
+                    Sample { start: t, rtt, in_flight: limit, dropped: false, saturated: false },
+                );
             }
             assert!((18..=25).contains(&limit), "from {initial}: settled at {limit}");
         }

@@ -89,8 +89,14 @@ pub(crate) struct WindowSummary {
     pub(crate) rtt: Duration,
     pub(crate) min_rtt: Duration,
     pub(crate) max_in_flight: usize,
-    pub(crate) dropped: bool,
+    /// Samples that were drops (congestion signals).
+    pub(crate) drops: usize,
     pub(crate) samples: usize,
+    /// At least half the samples started with the limit saturated.
+    pub(crate) saturated: bool,
+    /// Whether the drops make the window congested (set by the controller,
+    /// which knows the threshold).
+    pub(crate) congested: bool,
 }
 
 /// Collects samples until the window closes.
@@ -104,7 +110,8 @@ pub(crate) struct Window {
     count: usize,
     successes: usize,
     max_in_flight: usize,
-    dropped: bool,
+    drops: usize,
+    saturated: usize,
 }
 
 impl Window {
@@ -118,7 +125,8 @@ impl Window {
             count: 0,
             successes: 0,
             max_in_flight: 0,
-            dropped: false,
+            drops: 0,
+            saturated: 0,
         }
     }
 
@@ -131,15 +139,17 @@ impl Window {
         self.count = 0;
         self.successes = 0;
         self.max_in_flight = 0;
-        self.dropped = false;
+        self.drops = 0;
+        self.saturated = 0;
     }
 
     pub(crate) fn add(&mut self, now: Instant, sample: Sample) -> Option<WindowSummary> {
         let start = *self.start.get_or_insert(now);
         self.count += 1;
         self.max_in_flight = self.max_in_flight.max(sample.in_flight);
+        self.saturated += usize::from(sample.saturated);
         if sample.dropped {
-            self.dropped = true;
+            self.drops += 1;
         } else {
             self.successes += 1;
             self.sum += sample.rtt;
@@ -174,8 +184,10 @@ impl Window {
             rtt,
             min_rtt: if self.min_rtt == Duration::MAX { Duration::ZERO } else { self.min_rtt },
             max_in_flight: self.max_in_flight,
-            dropped: self.dropped,
+            drops: self.drops,
             samples: self.count,
+            saturated: self.saturated * 2 >= self.count,
+            congested: false,
         };
         self.reset();
         Some(summary)
@@ -187,7 +199,7 @@ mod tests {
     use super::*;
 
     fn sample(now: Instant, ms: u64, in_flight: usize, dropped: bool) -> Sample {
-        Sample { start: now, rtt: Duration::from_millis(ms), in_flight, dropped }
+        Sample { start: now, rtt: Duration::from_millis(ms), in_flight, dropped, saturated: false }
     }
 
     #[test]
@@ -203,7 +215,7 @@ mod tests {
         assert_eq!(s.rtt, Duration::from_millis(15), "drops carry no RTT");
         assert_eq!(s.min_rtt, Duration::from_millis(10));
         assert_eq!(s.max_in_flight, 4);
-        assert!(s.dropped);
+        assert_eq!(s.drops, 1);
         assert_eq!(s.samples, 3);
     }
 
