@@ -38,7 +38,15 @@ pin_project! {
         // which happens from `poll`): only requests that wait pay for it,
         // and the future of every other request stays small.
         Delayed { sleep: Pin<Box<Delay>>, parts: Option<(S, Req)> },
-        Checking { #[pin] check: F, parts: Option<(S, Req)>, shared: Arc<Shared<St>> },
+        // Waiting for an asynchronous store's decision; the inner call
+        // happens from `poll`, inside the deadline read in `call`.
+        Checking {
+            #[pin]
+            check: F,
+            parts: Option<(S, Req)>,
+            shared: Arc<Shared<St>>,
+            deadline: Option<Deadline>,
+        },
         Done,
     }
 }
@@ -76,8 +84,16 @@ where
         }
     }
 
-    pub(crate) fn checking(check: F, svc: S, req: Req, shared: Arc<Shared<St>>) -> Self {
-        ResponseFuture { state: State::Checking { check, parts: Some((svc, req)), shared } }
+    pub(crate) fn checking(
+        check: F,
+        svc: S,
+        req: Req,
+        shared: Arc<Shared<St>>,
+        deadline: Option<Deadline>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Checking { check, parts: Some((svc, req)), shared, deadline },
+        }
     }
 }
 
@@ -116,7 +132,7 @@ where
                     let fut = Deadline::scope_opt(deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }
-                StateProj::Checking { check, parts, shared } => {
+                StateProj::Checking { check, parts, shared, deadline } => {
                     let decision = match ready!(check.poll(cx)) {
                         Ok(decision) => decision,
                         Err(error) => {
@@ -130,20 +146,18 @@ where
                     };
                     match decision.verdict {
                         Verdict::Allow => {
-                            let fut = svc.call(req);
+                            let fut = Deadline::scope_opt(*deadline, || svc.call(req));
                             this.state.set(State::Called { fut });
                         }
                         Verdict::AllowAfter(wait) => {
                             shared.stats.delayed.fetch_add(1, Relaxed);
-                            // An asynchronous store decides here, outside
-                            // any scope: there is no deadline to carry.
                             let parts = Some((svc, req));
-                            this.state
-                                .set(State::Delayed { sleep: Delay::boxed(wait, None), parts });
+                            let sleep = Delay::boxed(wait, *deadline);
+                            this.state.set(State::Delayed { sleep, parts });
                         }
                         Verdict::Reject { .. } if shared.shadow => {
                             shared.stats.shadow_rejected.fetch_add(1, Relaxed);
-                            let fut = svc.call(req);
+                            let fut = Deadline::scope_opt(*deadline, || svc.call(req));
                             this.state.set(State::Called { fut });
                         }
                         Verdict::Reject { retry_after } => {

@@ -116,8 +116,11 @@ where
             Check::Ready(Ok(decision)) => self.decided(decision, req),
             Check::Ready(Err(error)) => ResponseFuture::failed(error),
             Check::Pending(check) => {
+                // The decision comes later, from the future: keep the
+                // deadline in scope now to re-open it around the inner call.
+                let deadline = Deadline::current();
                 let svc = take_ready(&mut self.inner);
-                ResponseFuture::checking(check, svc, req, Arc::clone(&self.shared))
+                ResponseFuture::checking(check, svc, req, Arc::clone(&self.shared), deadline)
             }
         }
     }

@@ -239,3 +239,55 @@ proptest! {
         })?;
     }
 }
+
+/// A remote-style store: answers later, with a fixed verdict.
+struct LaterStore(backpressure_rate::Verdict);
+
+impl backpressure_rate::RateStore<()> for LaterStore {
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<backpressure_rate::Decision, BoxError>> + Send>,
+    >;
+
+    fn check(&self, _: &(), _: u32, _: Duration) -> backpressure_rate::Check<Self::Future> {
+        let verdict = self.0;
+        backpressure_rate::Check::Pending(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let info = backpressure_core::RateLimitInfo {
+                limit: 10,
+                window: Duration::from_secs(1),
+                remaining: 9,
+                reset: Duration::ZERO,
+            };
+            Ok(backpressure_rate::Decision::new(verdict, info))
+        }))
+    }
+
+    fn quota(&self) -> Quota {
+        Quota::per_second(10)
+    }
+}
+
+/// An asynchronous store decides from the future, after `call` returned:
+/// the inner call (at once, or after a reserved wait) must still run inside
+/// the request's deadline. The first version called it plainly.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_survives_an_asynchronous_store() {
+    use backpressure_rate::Verdict;
+    for verdict in [Verdict::Allow, Verdict::AllowAfter(Duration::from_millis(5))] {
+        let layer = RateLimitLayer::with_store(LaterStore(verdict))
+            .max_wait(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let s = std::sync::Arc::clone(&seen);
+        let mut svc = layer.layer(service_fn(move |n: u32| {
+            *s.lock().unwrap() = Some(backpressure_core::Deadline::current());
+            async move { Ok::<_, BoxError>(n) }
+        }));
+        let deadline = backpressure_core::Deadline::after(Duration::from_secs(2));
+        svc.ready().await.unwrap();
+        let fut = deadline.scope(|| svc.call(7));
+        assert_eq!(fut.await.unwrap(), 7);
+        assert_eq!(*seen.lock().unwrap(), Some(Some(deadline)), "{verdict:?}");
+    }
+}
