@@ -19,8 +19,12 @@
 //!   must find the capacity itself.
 //!
 //! Scenarios: the plain load sweep, a step (1x -> 10x -> 1x), a mis-tuned
-//! tower limit, bursty traffic at 0.9x; with `--all` also a capacity change
-//! (the backend 3x slower for 10 s), a priority flood and a retry storm.
+//! tower limit, bursty traffic at 0.9x, and the world outside the lab's
+//! clean one — an endpoint that is slow but not a bottleneck (200 ms, 2,000
+//! requests/s), background handler errors (1 % and 5 %), a dependency that
+//! hangs (behind timeout -> breaker; the `bp + breaker` stack), clients that
+//! hang up (10 %); with `--all` also a capacity change (the backend 3x
+//! slower for 10 s), a priority flood and a retry storm.
 //! An SVG with the curves is written to `target/overload-lab.svg` (or
 //! `--svg PATH`); the path is printed at the end.
 //!
@@ -41,7 +45,7 @@ use std::{
 
 use backpressure_lab::{
     scenarios::{self, Lab, Row},
-    sim::Report,
+    sim::{self, Report},
     stacks::Stack,
 };
 
@@ -187,10 +191,12 @@ fn progress(done: &mut usize, what: &str) {
     }
 }
 
-/// Clears the progress line.
+/// Clears the progress line. (The first version called itself here on a
+/// terminal and never returned.)
 fn clear_progress() {
     if std::io::stderr().is_terminal() {
-        clear_progress();
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
     }
 }
 
@@ -203,6 +209,90 @@ fn series(label: &str, r: &Report, width: f32) {
     if s.iter().any(|i| i.limit > 0) {
         let limit: Vec<String> = s.iter().map(|i| format!("{:>5}", i.limit)).collect();
         println!("  {:<12} limit     {}", "", limit.join(""));
+    }
+}
+
+/// The scenarios of the world outside the lab's clean one: slow endpoints
+/// that are not a bottleneck, handler errors, a dependency that hangs,
+/// clients that hang up.
+fn real_world(lab: &Lab, done: &mut usize) {
+    println!(
+        "\nslow but parallel: every request takes 200 ms, room for 2,000 at once, 2,000/s offered (served per second)"
+    );
+    progress(done, "slow but parallel");
+    let slow = scenarios::slow_parallel(lab);
+    clear_progress();
+    for r in &slow {
+        series(r.stack.name(), &r.report, 1.0);
+    }
+
+    println!("\nbackground errors: 0.8x load, 1 % and 5 % of queries fail (a handler bug)");
+    progress(done, "background errors");
+    let errors = scenarios::background_errors(lab);
+    clear_progress();
+    header();
+    rows(lab, &errors);
+    for r in &errors {
+        let ok = 100.0 * r.report.ok as f64 / (r.report.sent - r.report.backend_errors) as f64;
+        let min = r.report.limits.iter().map(|l| l.1).min();
+        println!(
+            "  {:<12} {:<18} served {ok:.1} % of the requests that did not fail{}",
+            r.stack.name(),
+            r.label,
+            min.map(|m| format!("; adaptive limit never below {m} (pool {})", lab.config.pool))
+                .unwrap_or_default()
+        );
+    }
+
+    println!(
+        "\nhung dependency: 0.5x load; the backend stops answering at 3 s (timeout 1 s -> breaker)"
+    );
+    progress(done, "hung dependency");
+    let hung = scenarios::hung_dependency(lab);
+    clear_progress();
+    for r in &hung {
+        let after = scenarios::HANG_FROM.as_secs_f32() + 2.0;
+        let mut fast: Vec<Duration> = r
+            .report
+            .events
+            .iter()
+            .filter(|e| e.at >= after && e.latency < Duration::from_millis(500))
+            .map(|e| e.latency)
+            .collect();
+        fast.sort_unstable();
+        let waited = r
+            .report
+            .events
+            .iter()
+            .filter(|e| e.at >= after && e.latency >= Duration::from_millis(500))
+            .count();
+        println!(
+            "  {:<12} queries that reached the hung backend: {:>4}; from 5 s on: {} failed fast (max {:?}), {} waited out the timeout",
+            r.stack.name(),
+            r.report.backend_hung,
+            fast.len(),
+            sim::quantile(&fast, 1.0),
+            waited
+        );
+    }
+
+    println!(
+        "\nclient cancellations: 2x load; 10 % of clients hang up within 50 ms (work cancelled)"
+    );
+    progress(done, "cancellations");
+    let cancel = scenarios::cancellations(lab);
+    clear_progress();
+    header();
+    rows(lab, &cancel);
+    for r in cancel.iter().filter(|r| !r.report.limits.is_empty()) {
+        let mean =
+            r.report.limits.iter().map(|l| l.1 as f64).sum::<f64>() / r.report.limits.len() as f64;
+        println!(
+            "  {:<12} {:<18} hung up {}, mean adaptive limit {mean:.1}",
+            r.stack.name(),
+            r.label,
+            r.report.hung_up
+        );
     }
 }
 
@@ -274,6 +364,8 @@ fn main() {
             r.report.sent
         );
     }
+
+    real_world(&lab, &mut done);
 
     let mut capacity_rows = Vec::new();
     if args.all {

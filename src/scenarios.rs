@@ -180,3 +180,83 @@ pub fn step(lab: &Lab, stacks: &[Stack]) -> Vec<Row> {
         .map(|&stack| Row { label: "1x -> 10x -> 1x".into(), stack, report: lab.run(stack, &load) })
         .collect()
 }
+
+/// Slow but parallel: every request takes 200 ms however many run at once
+/// (a handler waiting on a remote API; room for 2,000 at once), 2,000
+/// requests/s offered for the lab's duration. Nothing is a bottleneck: 400
+/// in flight serve it all. tower's stack is tuned to the 2,000 slots.
+pub fn slow_parallel(lab: &Lab) -> Vec<Row> {
+    let config = BackendConfig::slow_parallel();
+    let load = LoadConfig::poisson(SLOW_PARALLEL_RATE, lab.duration, lab.seed);
+    [Stack::Tower, Stack::Adaptive]
+        .into_iter()
+        .map(|stack| Row {
+            label: "200 ms, 2,000/s".into(),
+            stack,
+            report: lab.run_on(stack, &config, &load),
+        })
+        .collect()
+}
+
+/// The offered load of [`slow_parallel`], requests per second.
+pub const SLOW_PARALLEL_RATE: f64 = 2_000.0;
+
+/// Background errors: the lab's backend at 0.8× capacity with 1 % and with
+/// 5 % of queries failing (a handler bug answering 500), tower's stack and
+/// ours. Errors are the breaker's business: the adaptive limit must not
+/// shrink on them.
+pub fn background_errors(lab: &Lab) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for rate in ERROR_RATES {
+        let config = BackendConfig { error_rate: rate, ..lab.config.clone() };
+        for stack in [Stack::Tower, Stack::Adaptive] {
+            rows.push(Row {
+                label: format!("0.8x, {:.0} % errors", rate * 100.0),
+                stack,
+                report: lab.run_on(stack, &config, &lab.load(0.8)),
+            });
+        }
+    }
+    rows
+}
+
+/// The error rates of [`background_errors`].
+pub const ERROR_RATES: [f64; 2] = [0.01, 0.05];
+
+/// When the dependency of [`hung_dependency`] stops answering.
+pub const HANG_FROM: Duration = Duration::from_secs(3);
+
+/// Hung dependency: at 0.5× capacity the backend stops answering at 3 s
+/// (it hangs; nothing refuses). Behind timeout (1 s) → breaker, the
+/// timeouts must trip the breaker, and later requests fail at once instead
+/// of each waiting out its timeout. tower's stack has no breaker to trip.
+pub fn hung_dependency(lab: &Lab) -> Vec<Row> {
+    let config = BackendConfig { hang_from: Some(HANG_FROM), ..lab.config.clone() };
+    [Stack::Tower, Stack::Breaker]
+        .into_iter()
+        .map(|stack| Row {
+            label: "0.5x, hangs at 3 s".into(),
+            stack,
+            report: lab.run_on(stack, &config, &lab.load(0.5)),
+        })
+        .collect()
+}
+
+/// The share of clients that hang up in [`cancellations`], and the window
+/// within which they do.
+pub const HANGUPS: (f64, Duration) = (0.1, Duration::from_millis(50));
+
+/// Client cancellations: at 2×, 10 % of clients hang up at a random moment
+/// in their first 50 ms (queued, or in the backend), which cancels the
+/// server's work; next to the same run without hang-ups. A client leaving
+/// says nothing about capacity: goodput and the limit must not move.
+pub fn cancellations(lab: &Lab) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (label, hangups) in [("2x", None), ("2x, 10 % hang up", Some(HANGUPS))] {
+        for stack in [Stack::Tower, Stack::Adaptive] {
+            let load = LoadConfig { hangups, ..lab.load(2.0) };
+            rows.push(Row { label: label.into(), stack, report: lab.run(stack, &load) });
+        }
+    }
+    rows
+}

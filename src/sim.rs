@@ -90,6 +90,13 @@ pub struct BackendConfig {
     /// Periods (from the start of the run) during which every query costs
     /// `factor` times more: a failover, a GC storm, a noisy neighbour.
     pub slow: Vec<SlowPeriod>,
+    /// Share of queries that fail (after their service time) with an error,
+    /// like a handler answering 500 because of a bug: deterministic, every
+    /// query's fate drawn from its arrival number.
+    pub error_rate: f64,
+    /// From this time on (from the start of the run), queries never answer:
+    /// a dependency that hangs rather than refuses. They hold no connection.
+    pub hang_from: Option<Duration>,
 }
 
 /// A period of reduced backend capacity.
@@ -115,6 +122,22 @@ impl BackendConfig {
             contention: 0.1,
             max_slowdown: 3.0,
             slow: Vec::new(),
+            error_rate: 0.0,
+            hang_from: None,
+        }
+    }
+
+    /// An endpoint that is slow but not a bottleneck: every request takes
+    /// 200 ms however many run at once (a handler waiting on a remote API),
+    /// with room for 2,000 at once (10,000 requests/s).
+    pub fn slow_parallel() -> Self {
+        BackendConfig {
+            pool: 2_000,
+            service_time: Duration::from_millis(200),
+            knee: 2_000,
+            contention: 0.0,
+            max_slowdown: 1.0,
+            ..Self::database()
         }
     }
 
@@ -148,6 +171,8 @@ struct BackendState {
     pool: Semaphore,
     waiting: AtomicUsize,
     arrived: AtomicU64,
+    hung: AtomicU64,
+    errors: AtomicU64,
     served: AtomicU64,
     wasted: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
@@ -170,6 +195,8 @@ impl Backend {
                 pool,
                 waiting: AtomicUsize::new(0),
                 arrived: AtomicU64::new(0),
+                hung: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
                 served: AtomicU64::new(0),
                 wasted: AtomicU64::new(0),
                 epoch: std::sync::OnceLock::new(),
@@ -191,6 +218,17 @@ impl Backend {
     /// Queries that reached the backend so far (served or not yet).
     pub fn arrived(&self) -> u64 {
         self.state.arrived.load(Ordering::Relaxed)
+    }
+
+    /// Queries that reached the backend while it hung (see
+    /// [`BackendConfig::hang_from`]).
+    pub fn hung(&self) -> u64 {
+        self.state.hung.load(Ordering::Relaxed)
+    }
+
+    /// Queries that failed with an error (see [`BackendConfig::error_rate`]).
+    pub fn errors(&self) -> u64 {
+        self.state.errors.load(Ordering::Relaxed)
     }
 
     /// Queries served so far.
@@ -221,10 +259,22 @@ impl Service<Job> for Backend {
     fn call(&mut self, job: Job) -> Self::Future {
         let state = Arc::clone(&self.state);
         Box::pin(async move {
-            state.arrived.fetch_add(1, Ordering::Relaxed);
+            let n = state.arrived.fetch_add(1, Ordering::Relaxed);
+            let elapsed = state.epoch.get().map(|e| e.elapsed());
+            if let (Some(from), Some(t)) = (state.config.hang_from, elapsed)
+                && t >= from
+            {
+                state.hung.fetch_add(1, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
             state.waiting.fetch_add(1, Ordering::Relaxed);
+            // Counted out on drop too: a query cancelled while it waits for a
+            // connection (its client hung up) must not stay "waiting" and
+            // slow every later query down.
+            let waiter = Waiting(&state.waiting);
             let permit = state.pool.acquire().await;
-            let waiting = state.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
+            drop(waiter);
+            let waiting = state.waiting.load(Ordering::Relaxed);
             let _permit = permit.map_err(|_| "backend pool closed")?;
             let cfg = &state.config;
             let over = waiting.saturating_sub(cfg.knee) as f64;
@@ -238,8 +288,20 @@ impl Service<Job> for Backend {
             if Instant::now() > job.client_deadline {
                 state.wasted.fetch_add(1, Ordering::Relaxed);
             }
+            if cfg.error_rate > 0.0 && Rng::new(n).next_f64() <= cfg.error_rate {
+                state.errors.fetch_add(1, Ordering::Relaxed);
+                return Err("internal server error (a handler bug)".into());
+            }
             Ok(())
         })
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -290,6 +352,11 @@ pub struct LoadConfig {
     pub critical_share: f64,
     /// How clients retry.
     pub clients: Clients,
+    /// `(share, within)`: that share of clients hang up at a uniformly random
+    /// moment within `within` of sending, which cancels the server's work
+    /// for them (a real server drops the request's future when its
+    /// connection closes). Patient clients only.
+    pub hangups: Option<(f64, Duration)>,
 }
 
 impl LoadConfig {
@@ -305,6 +372,7 @@ impl LoadConfig {
             steps: Vec::new(),
             critical_share: 0.0,
             clients: Clients::Patient,
+            hangups: None,
         }
     }
 
@@ -323,6 +391,8 @@ pub enum Outcome {
     Rejected,
     /// No answer before the client gave up.
     TimedOut,
+    /// The client hung up before the answer (see [`LoadConfig::hangups`]).
+    HungUp,
 }
 
 /// One finished request: when it finished, how long it took, how it ended.
@@ -350,6 +420,8 @@ pub struct Report {
     pub rejected: u64,
     /// Requests answered (or rejected) only after their client gave up.
     pub timed_out: u64,
+    /// Requests whose client hung up first (see [`LoadConfig::hangups`]).
+    pub hung_up: u64,
     /// Latencies of the successes, sorted.
     pub latencies: Vec<Duration>,
     /// Most requests outstanding at the server at once (in the stack's
@@ -359,6 +431,10 @@ pub struct Report {
     pub attempts: u64,
     /// Queries that reached the backend.
     pub backend_arrived: u64,
+    /// Queries that reached it while it hung.
+    pub backend_hung: u64,
+    /// Queries it failed with an error.
+    pub backend_errors: u64,
     /// Queries the backend served after their client had left.
     pub wasted: u64,
     /// Queries the backend served.
@@ -427,7 +503,7 @@ impl Report {
                     out[i].goodput += 1.0;
                     lat[i].push(e.latency);
                 }
-                Outcome::Rejected | Outcome::TimedOut => {}
+                Outcome::Rejected | Outcome::TimedOut | Outcome::HungUp => {}
             }
         }
         for (i, iv) in out.iter_mut().enumerate() {
@@ -532,6 +608,9 @@ where
     let peak = Arc::new(AtomicUsize::new(0));
     let attempts = Arc::new(AtomicU64::new(0));
     let mut rng = Rng::new(load.seed);
+    // Hang-ups draw from their own stream: the arrivals stay the same as in
+    // a run without them.
+    let mut hang_rng = Rng::new(load.seed ^ 0x005E_ED0F_4A46);
     backend.start_clock();
     let start = Instant::now();
     let end = start + load.duration;
@@ -608,15 +687,38 @@ where
                 let n = outstanding.fetch_add(1, Ordering::Relaxed) + 1;
                 peak.fetch_max(n, Ordering::Relaxed);
                 attempts.fetch_add(1, Ordering::Relaxed);
+                let hangup = load.hangups.and_then(|(share, within)| {
+                    (hang_rng.next_f64() < share).then(|| within.mul_f64(hang_rng.next_f64()))
+                });
                 // The server side runs each request to completion, as a real
                 // server does once the request has arrived: a client giving
                 // up does not cancel the work it caused. The client's view is
                 // decided by when the answer comes back.
                 tasks.spawn(async move {
                     let arrived = Instant::now();
-                    let result = svc.oneshot(job).await;
+                    let Some(after) = hangup else {
+                        let result = svc.oneshot(job).await;
+                        outstanding.fetch_sub(1, Ordering::Relaxed);
+                        record(&events, start, arrived, patience, critical, &result);
+                        return;
+                    };
+                    // The connection closes: the server drops the request
+                    // wherever it is (queued, in the backend).
+                    let result = tokio::time::timeout(after, svc.oneshot(job)).await;
                     outstanding.fetch_sub(1, Ordering::Relaxed);
-                    record(&events, start, arrived, patience, critical, &result);
+                    match result {
+                        Ok(result) => record(&events, start, arrived, patience, critical, &result),
+                        Err(_) => {
+                            let now = Instant::now();
+                            let event = Event {
+                                at: (now - start).as_secs_f32(),
+                                latency: now - arrived,
+                                outcome: Outcome::HungUp,
+                                critical,
+                            };
+                            events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+                        }
+                    }
                 });
             }
             Some(client) => {
@@ -649,10 +751,13 @@ where
         ok: count(Outcome::Ok),
         rejected: count(Outcome::Rejected),
         timed_out: count(Outcome::TimedOut),
+        hung_up: count(Outcome::HungUp),
         latencies,
         peak_outstanding: peak.load(Ordering::Relaxed),
         attempts: attempts.load(Ordering::Relaxed),
         backend_arrived: backend.arrived() - arrived_before,
+        backend_hung: backend.hung(),
+        backend_errors: backend.errors(),
         wasted: backend.wasted() - wasted_before,
         served: backend.served() - served_before,
         critical: (critical_sent, critical_ok),

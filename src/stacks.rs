@@ -3,12 +3,13 @@
 use std::{sync::Arc, time::Duration};
 
 use backpressure::{
+    breaker::{CircuitBreakerLayer, SlidingWindow},
     concurrency::{ConcurrencyLimitLayer, Gradient2},
     core::{BoxError, Extract, Priority},
     shed::LoadShedLayer,
     timeout::TimeoutLayer,
 };
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::sim::{self, Backend, BackendConfig, Job, LoadConfig, Report};
 
@@ -24,8 +25,13 @@ pub enum Stack {
     /// priority-aware shedding -> concurrency limit = pool size, a FIFO queue
     /// of 5 pools (the server preset's 100).
     Fixed,
-    /// The same with the preset's untuned `Gradient2` limit.
+    /// The same with the preset's untuned `Gradient2` limit and its queue
+    /// (100, at most 1 s).
     Adaptive,
+    /// `Adaptive` with a circuit breaker innermost, as
+    /// `ServerPreset::breaker` puts it: trips when half of the last 40 calls
+    /// failed, after at least 20.
+    Breaker,
     /// tower's stack with its limit set to this instead of the pool size:
     /// what an operator who does not know the capacity ships.
     TowerMistuned(usize),
@@ -42,6 +48,7 @@ impl Stack {
             Stack::Tower => "tower",
             Stack::Fixed => "bp fixed",
             Stack::Adaptive => "bp adaptive",
+            Stack::Breaker => "bp + breaker",
             Stack::TowerMistuned(n) if n > 20 => "tower x10",
             Stack::TowerMistuned(_) => "tower /4",
         }
@@ -71,19 +78,26 @@ impl Stack {
                     .service(backend.clone());
                 rt.block_on(sim::run(svc, &backend, load, None))
             }
-            Stack::Fixed | Stack::Adaptive => {
+            Stack::Fixed | Stack::Adaptive | Stack::Breaker => {
                 let builder = ConcurrencyLimitLayer::builder();
                 let builder = match self {
-                    Stack::Fixed => builder.limit(config.pool),
-                    _ => builder.adaptive(Gradient2::new().probe_seed(7)),
+                    // A queue of 5 pools: the preset's 100 at the lab's pool of 20.
+                    Stack::Fixed => builder.limit(config.pool).max_queue(config.pool * 5),
+                    _ => builder.adaptive(Gradient2::new().probe_seed(7)).max_queue(100),
                 };
-                let limit = builder
-                    .max_queue(config.pool * 5)
-                    .priority(|job: &Job| job.priority())
-                    .build()
-                    .expect("valid limit");
+                let limit =
+                    builder.priority(|job: &Job| job.priority()).build().expect("valid limit");
                 let handle = limit.handle();
                 let probe: sim::Probe = Arc::new(move || handle.limit());
+                if self == Stack::Breaker {
+                    let breaker = CircuitBreakerLayer::builder()
+                        .window(SlidingWindow::Calls(40))
+                        .minimum_calls(20)
+                        .build()
+                        .expect("valid breaker");
+                    let svc = ours(timeout, limit, breaker.layer(backend.clone()));
+                    return rt.block_on(sim::run(svc, &backend, load, Some(probe)));
+                }
                 let svc = ours(timeout, limit, backend.clone());
                 rt.block_on(sim::run(svc, &backend, load, Some(probe)))
             }
@@ -94,13 +108,15 @@ impl Stack {
 /// The server preset's layers, in its order, on the simulated request:
 /// timeout → priority-aware shedding on the limiter's pressure →
 /// concurrency limit with a bounded queue.
-fn ours<P>(
+fn ours<P, B>(
     timeout: Duration,
     limit: ConcurrencyLimitLayer<P>,
-    backend: Backend,
+    backend: B,
 ) -> impl Service<Job, Response = (), Error = BoxError, Future: Send> + Clone + Send + Sync + 'static
 where
     P: Extract<Job, Output = Priority> + Clone + Send + Sync + 'static,
+    B: Service<Job, Response = (), Error = BoxError> + Clone + Send + Sync + 'static,
+    B::Future: Send + 'static,
 {
     let shed = LoadShedLayer::builder(limit.handle())
         .priority(|job: &Job| job.priority())

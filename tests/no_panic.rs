@@ -105,11 +105,11 @@ where
 
 fn backend() -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone + Send {
     service_fn(|n: u32| async move {
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
-        if n % 5 == 0 { Err::<u32, BoxError>("failed".into()) } else { Ok(n) }
+        if n.is_multiple_of(5) { Err::<u32, BoxError>("failed".into()) } else { Ok(n) }
     })
 }
 
@@ -236,7 +236,7 @@ proptest! {
             let svc = layer.layer(service_fn(|req: http::Request<u32>| async move {
                 let n = *req.body();
                 let res = http::Response::builder()
-                    .status(if n % 2 == 0 { 503 } else { 200 })
+                    .status(if n.is_multiple_of(2) { 503 } else { 200 })
                     .header("retry-after", "99999999999")
                     .body(())
                     .unwrap();

@@ -277,3 +277,134 @@ mod scenarios {
         );
     }
 }
+
+/// The real world the first lab left out: slow endpoints that are not a
+/// bottleneck, handler errors, a dependency that hangs, clients that hang
+/// up. Each against tower's stack in the same run.
+mod real_world {
+    use std::time::Duration;
+
+    use backpressure_lab::{
+        scenarios::{self, ERROR_RATES, HANG_FROM, Lab, SLOW_PARALLEL_RATE},
+        sim::{Outcome, Report},
+        stacks::Stack,
+    };
+
+    fn lab() -> Lab {
+        Lab::new(Duration::from_secs(10), 7)
+    }
+
+    fn mean_limit(r: &Report) -> f64 {
+        r.limits.iter().map(|l| l.1 as f64).sum::<f64>() / r.limits.len().max(1) as f64
+    }
+
+    #[test]
+    fn a_slow_endpoint_that_is_not_a_bottleneck_is_served_in_full() {
+        let lab = lab();
+        for row in scenarios::slow_parallel(&lab) {
+            let per_second: Vec<f64> = row.report.series(1.0).iter().map(|i| i.goodput).collect();
+            println!(
+                "{}: served/s {:?}, p99 {:?}, limit {:?}",
+                row.stack.name(),
+                per_second.iter().map(|g| g.round()).collect::<Vec<_>>(),
+                row.report.quantile(0.99),
+                row.report.series(1.0).iter().map(|i| i.limit).collect::<Vec<_>>()
+            );
+            // From the third second on (the last second is cut short:
+            // arrivals stop at 10 s, answers come 200 ms later).
+            for (second, g) in per_second.iter().enumerate().take(10).skip(2) {
+                assert!(
+                    *g >= 0.95 * SLOW_PARALLEL_RATE,
+                    "{}: {g}/s in second {second}",
+                    row.stack.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn background_errors_neither_shrink_the_limit_nor_goodput() {
+        let lab = lab();
+        let pool = lab.config.pool;
+        for row in scenarios::background_errors(&lab) {
+            let r = &row.report;
+            let errors = r.backend_errors;
+            let served_share = r.ok as f64 / (r.sent - errors) as f64;
+            let min_limit = r.limits.iter().map(|l| l.1).min().unwrap_or(0);
+            println!(
+                "{} {}: ok {} of {} non-error requests ({:.1} %), p99 {:?}, limit min {min_limit} mean {:.1}",
+                row.stack.name(),
+                row.label,
+                r.ok,
+                r.sent - errors,
+                served_share * 100.0,
+                r.quantile(0.99),
+                mean_limit(r)
+            );
+            if row.stack == Stack::Adaptive {
+                assert!(served_share >= 0.95, "{}: {served_share}", row.label);
+                assert!(min_limit >= pool / 2, "{}: the limit fell to {min_limit}", row.label);
+            }
+        }
+        let _ = ERROR_RATES;
+    }
+
+    #[test]
+    fn a_hung_dependency_trips_the_breaker_and_later_requests_fail_fast() {
+        let lab = lab();
+        for row in scenarios::hung_dependency(&lab) {
+            let r = &row.report;
+            let after = HANG_FROM.as_secs_f32() + 2.0;
+            let late: Vec<_> = r.events.iter().filter(|e| e.at >= after).collect();
+            let mut fast: Vec<Duration> =
+                late.iter().filter(|e| e.outcome == Outcome::Rejected).map(|e| e.latency).collect();
+            fast.sort_unstable();
+            let waited = late.iter().filter(|e| e.latency >= Duration::from_millis(500)).count();
+            println!(
+                "{}: {} queries reached the hung backend; after {after} s: {} rejected (p99 {:?}), {} waited out their timeout",
+                row.stack.name(),
+                r.backend_hung,
+                fast.len(),
+                backpressure_lab::sim::quantile(&fast, 0.99),
+                waited
+            );
+            if row.stack == Stack::Breaker {
+                // The breaker trips once its 20 minimum calls have timed
+                // out: the queries in flight when it hung (the limit, about
+                // the pool of 20) and what the freed permits let in before
+                // the 20th timeout was recorded.
+                assert!(r.backend_hung <= 2 * 20 + lab.config.pool as u64, "{}", r.backend_hung);
+                assert_eq!(waited, 0, "every later request fails fast");
+                assert!(backpressure_lab::sim::quantile(&fast, 1.0) < Duration::from_millis(1));
+            } else {
+                assert!(waited > 0, "tower has no breaker: requests wait out the timeout");
+                assert!(r.backend_hung > 100, "and keep reaching the hung backend");
+            }
+        }
+    }
+
+    #[test]
+    fn clients_hanging_up_move_neither_goodput_nor_the_limit() {
+        let lab = lab();
+        let rows = scenarios::cancellations(&lab);
+        for row in &rows {
+            println!(
+                "{} {}: goodput {:.0}/s, hung up {}, p99 {:?}, mean limit {:.1}",
+                row.stack.name(),
+                row.label,
+                row.report.goodput(),
+                row.report.hung_up,
+                row.report.quantile(0.99),
+                mean_limit(&row.report)
+            );
+        }
+        let ours: Vec<&Report> =
+            rows.iter().filter(|r| r.stack == Stack::Adaptive).map(|r| &r.report).collect();
+        let (calm, hangups) = (ours[0], ours[1]);
+        assert!(hangups.hung_up > 0);
+        let goodput = hangups.goodput() / calm.goodput();
+        let limit = mean_limit(hangups) / mean_limit(calm);
+        assert!((0.95..=1.05).contains(&goodput), "goodput ratio {goodput:.3}");
+        assert!((0.95..=1.05).contains(&limit), "limit ratio {limit:.3}");
+    }
+}

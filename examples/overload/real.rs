@@ -63,21 +63,30 @@ fn app(stack: Stack, backend: Backend, pool: usize) -> Router {
                     .timeout(timeout),
             )
         }
-        Stack::Fixed | Stack::Adaptive => {
+        Stack::Fixed | Stack::Adaptive | Stack::Breaker => {
             let builder = ConcurrencyLimitLayer::builder();
             let builder = if stack == Stack::Fixed {
-                builder.limit(pool)
+                builder.limit(pool).max_queue(pool * 5)
             } else {
-                builder.adaptive(Gradient2::new().probe_seed(7))
+                builder.adaptive(Gradient2::new().probe_seed(7)).max_queue(100)
             };
             let limit = builder
-                .max_queue(pool * 5)
                 .max_wait(timeout)
                 .priority(PriorityHeader::default())
                 .classify(HttpClassify)
                 .build()
                 .expect("valid limit");
-            router.layer(ServerPreset::with_concurrency(limit, timeout).expect("valid preset"))
+            let preset = ServerPreset::with_concurrency(limit, timeout).expect("valid preset");
+            if stack == Stack::Breaker {
+                let breaker = backpressure::breaker::CircuitBreakerLayer::builder()
+                    .window(backpressure::breaker::SlidingWindow::Calls(40))
+                    .minimum_calls(20)
+                    .classify(HttpClassify)
+                    .build()
+                    .expect("valid breaker");
+                return router.layer(preset.breaker(breaker));
+            }
+            router.layer(preset)
         }
     }
 }

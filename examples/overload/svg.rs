@@ -16,6 +16,7 @@ fn color(stack: Stack) -> RGBColor {
         Stack::Tower | Stack::TowerMistuned(_) => RGBColor(214, 39, 40),
         Stack::Fixed => RGBColor(31, 119, 180),
         Stack::Adaptive => RGBColor(44, 160, 44),
+        Stack::Breaker => RGBColor(148, 103, 189),
     }
 }
 

@@ -45,7 +45,7 @@ impl Permit {
         self.start.is_some()
     }
 
-    fn record(&mut self, dropped: bool) {
+    fn record(&mut self, dropped: bool, deadline_cut: bool) {
         if let Some((start, bits)) = self.start.take() {
             let now = Instant::now();
             let sample = Sample {
@@ -54,6 +54,7 @@ impl Permit {
                 in_flight: (bits & !SATURATED) as usize,
                 dropped,
                 saturated: bits & SATURATED != 0,
+                deadline_cut,
             };
             self.shared.record(now, sample);
         }
@@ -68,8 +69,8 @@ impl Permit {
     /// instant): no sample at all, like [`Outcome::Ignore`].
     pub(crate) fn complete(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Success => self.record(false),
-            Outcome::Overloaded => self.record(true),
+            Outcome::Success => self.record(false, false),
+            Outcome::Overloaded => self.record(true, false),
             Outcome::Failure | Outcome::Ignore => self.start = None,
         }
     }
@@ -83,8 +84,10 @@ impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
         if self.start.is_some() {
-            if Deadline::in_expired_scope() || self.shared.cancel_is_drop {
-                self.record(true);
+            if Deadline::in_expired_scope() {
+                self.record(true, true);
+            } else if self.shared.cancel_is_drop {
+                self.record(true, false);
             } else {
                 self.start = None;
             }

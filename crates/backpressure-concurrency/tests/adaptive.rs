@@ -275,7 +275,7 @@ fn a_slow_endpoint_that_is_not_a_bottleneck_gets_the_permits_it_needs() {
                 }
             });
             while tasks.try_join_next().is_some() {}
-            if (next - start).as_millis() % 500 == 0 {
+            if (next - start).as_millis().is_multiple_of(500) {
                 limits.push(handle.limit());
             }
             next += gap;

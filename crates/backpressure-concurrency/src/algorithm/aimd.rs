@@ -113,6 +113,7 @@ mod tests {
                 in_flight,
                 dropped,
                 saturated: false,
+                deadline_cut: false,
             };
             limit = aimd.update(*t, s);
         }

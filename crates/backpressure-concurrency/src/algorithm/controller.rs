@@ -112,6 +112,13 @@ impl Controller {
         if !self.probe.accepts(&sample) {
             return self.published;
         }
+        if sample.deadline_cut
+            && self.probe.baseline().is_some_and(|b| sample.rtt <= b.saturating_mul(2))
+        {
+            // Cut after an ordinary time downstream: the deadline went on
+            // waiting before the permit. Neither a drop nor an RTT.
+            return self.published;
+        }
         let Some(mut w) = self.window.add(now, sample) else { return self.published };
         w.congested =
             w.drops >= MIN_DROPS && w.drops as f64 >= self.drop_threshold * w.samples as f64;

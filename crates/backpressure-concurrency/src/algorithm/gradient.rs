@@ -164,7 +164,14 @@ mod tests {
                     Duration::from_micros((10_000.0 * (in_flight as f64 / knee).max(1.0)) as u64);
                 limit = alg.update(
                     *t,
-                    Sample { start: *t, rtt, in_flight, dropped: false, saturated: false },
+                    Sample {
+                        start: *t,
+                        rtt,
+                        in_flight,
+                        dropped: false,
+                        saturated: false,
+                        deadline_cut: false,
+                    },
                 );
             }
         }
@@ -192,6 +199,7 @@ mod tests {
                 in_flight: 20,
                 dropped: i < drops,
                 saturated: false,
+                deadline_cut: false,
             };
             limit = alg.update(*t, sample);
         }
@@ -231,6 +239,7 @@ mod tests {
                     in_flight,
                     dropped: false,
                     saturated: true,
+                    deadline_cut: false,
                 };
                 limit = alg.update(t, sample);
             }
@@ -266,6 +275,7 @@ mod tests {
                     in_flight: 100,
                     dropped: true,
                     saturated: false,
+                    deadline_cut: false,
                 },
             );
         }

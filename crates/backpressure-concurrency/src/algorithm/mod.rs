@@ -41,6 +41,12 @@ pub struct Sample {
     /// samples with a flat latency say the limit, not the backend, is what
     /// holds throughput back.
     pub saturated: bool,
+    /// Whether the drop was a cut by the request's deadline (rather than an
+    /// overload answer). Such a drop is congestion only if the request held
+    /// its permit well past the unloaded RTT: a request that spent its
+    /// deadline waiting in our own queue and was cut after a normal time in
+    /// the backend says nothing about the backend.
+    pub deadline_cut: bool,
 }
 
 /// An algorithm that adjusts a concurrency limit from samples.

@@ -134,7 +134,14 @@ mod tests {
                 let rtt = Duration::from_micros((10_000.0 * (limit as f64 / 20.0).max(1.0)) as u64);
                 limit = alg.update(
                     t,
-                    Sample { start: t, rtt, in_flight: limit, dropped: false, saturated: false },
+                    Sample {
+                        start: t,
+                        rtt,
+                        in_flight: limit,
+                        dropped: false,
+                        saturated: false,
+                        deadline_cut: false,
+                    },
                 );
             }
             assert!((18..=25).contains(&limit), "from {initial}: settled at {limit}");

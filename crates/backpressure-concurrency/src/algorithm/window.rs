@@ -199,7 +199,14 @@ mod tests {
     use super::*;
 
     fn sample(now: Instant, ms: u64, in_flight: usize, dropped: bool) -> Sample {
-        Sample { start: now, rtt: Duration::from_millis(ms), in_flight, dropped, saturated: false }
+        Sample {
+            start: now,
+            rtt: Duration::from_millis(ms),
+            in_flight,
+            dropped,
+            saturated: false,
+            deadline_cut: false,
+        }
     }
 
     #[test]
