@@ -24,6 +24,21 @@
 //! curl -s localhost:3000/metrics | grep backpressure_
 //! ```
 //!
+//! # A slow endpoint that is not a bottleneck, with a real client
+//!
+//! `/slow` sleeps 200 ms and shares nothing: 400 connections can be served
+//! at ≈2,000 requests/s, and the adaptive limit must get out of the way
+//! (it slow-starts: it doubles while requests wait and latency stays flat).
+//!
+//! ```text
+//! cargo run --release --example axum -- --addr 127.0.0.1:3111 --per-ip-rate 1000000
+//! wrk -t1 -c400 -d20s --timeout 5s --latency http://127.0.0.1:3111/slow
+//! curl -s localhost:3111/metrics | grep backpressure_concurrency_limit
+//! ```
+//!
+//! `scripts/slow-endpoint.sh` runs exactly this and prints the limit every
+//! 2 s; BENCHMARKS.md has the figures.
+//!
 //! (The rate limit keys on the connection's peer address; `x-forwarded-for`
 //! is ignored unless you configure trusted proxy hops with
 //! `ClientIp::behind_proxies(n)`, so the flood above is one client to it —

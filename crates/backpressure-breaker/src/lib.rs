@@ -45,13 +45,24 @@
 //! - **Trips** when, after at least `minimum_calls`, the failure rate or the
 //!   slow-call rate reaches its threshold. What a failure is comes from the
 //!   [`Classify`](backpressure_core::Classify) (default: errors other than
-//!   our own rejections; `HttpClassify`: 5xx and 429).
+//!   our own rejections; `HttpClassify`: 5xx and 429): both
+//!   `Outcome::Failure` and `Outcome::Overloaded` count.
+//! - **Timeouts are failures.** A call dropped because its deadline passed —
+//!   the timeout layer above cut it, inside
+//!   [`Deadline::expired_scope`](backpressure_core::Deadline::expired_scope)
+//!   — or dropped after the `slow_call` threshold, counts as a failure and a
+//!   slow call: a dependency that hangs trips the breaker (with timeouts
+//!   everywhere, a hang never produces an error of its own). A call dropped
+//!   while its deadline was open (the client went away) is ignored, or a
+//!   failure with `cancel_is_failure(true)`.
 //! - **Open** for `open_duration`, optionally growing with consecutive
 //!   re-opens ([`Backoff`]: exponential, capped, with jitter). Calls get
 //!   `Rejected(CircuitOpen)` with `retry_after` = the remaining open time.
 //!   The first call after it turns the breaker half-open: no background task,
 //!   no polling timer.
-//! - **Half-open** admits exactly `half_open_calls` probes across all clones;
+//! - **Half-open** admits exactly `half_open_calls` probes across all clones
+//!   and threads (the cold transitions take one mutex; only the closed path
+//!   and the open-time check are atomics);
 //!   a probe dropped unfinished gives its slot back; probes that never
 //!   finish are bounded by `half_open_max_wait`; the probes' failure and slow
 //!   rates close or reopen the breaker. A late probe from an earlier round

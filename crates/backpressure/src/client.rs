@@ -11,8 +11,9 @@ use backpressure_retry::{HttpRetry, RetryHandle, RetryLayer, RetrySnapshot};
 use backpressure_timeout::{HttpDeadline, SendDeadline, SendDeadlineLayer, Timeout, TimeoutLayer};
 use tower_layer::{Identity, Layer};
 
-/// The concurrency limit the client preset uses: AIMD, with HTTP 5xx, 429
-/// and gRPC overload statuses as drops.
+/// The concurrency limit the client preset uses: AIMD, with HTTP 429, 503,
+/// 504, gRPC overload statuses and timeouts as drops (other 5xx are the
+/// breaker's business).
 pub type ClientConcurrency = ConcurrencyLimitLayer<DefaultPriority, CurrentDeadline, HttpClassify>;
 
 /// The breaker slot's default: the SRE book's adaptive client-side

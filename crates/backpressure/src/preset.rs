@@ -14,7 +14,9 @@ use backpressure_timeout::{HttpDeadline, Timeout, TimeoutLayer};
 use tower_layer::{Identity, Layer};
 
 /// The concurrency limit the preset uses: priorities from the `priority`
-/// header, the deadline from the timeout above it, HTTP 5xx and 429 as drops.
+/// header, the deadline from the timeout above it, HTTP 429, 503, 504 and
+/// gRPC overload statuses as drops (congestion); other 5xx are failures,
+/// which the limit ignores and a breaker counts.
 pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadline, HttpClassify>;
 
 /// The whole server stack in the recommended order, as one [`Layer`]:
@@ -49,7 +51,13 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 ///   requests that reached it; above the limiter it would count our own
 ///   queue timeouts and overload rejections as the dependency's failures
 ///   (our classifiers ignore them, but then it learns nothing while they
-///   happen).
+///   happen). Below the timeout, it still sees the dependency hang: the
+///   timeout drops what it cuts inside
+///   [`Deadline::expired_scope`](backpressure_core::Deadline::expired_scope),
+///   and the breaker counts such a call as a failure (a client that hangs
+///   up is not one). Measured in the overload lab's *hung dependency*
+///   scenario: the breaker trips once its minimum calls have timed out, and
+///   every later request fails at once.
 ///
 /// # Guard rails
 ///
