@@ -20,6 +20,12 @@ echo "==> overload lab (simulated, every scenario)"
 cargo run -q --release --example overload -- --all --svg "$out/overload-lab.svg" 2>/dev/null | tee "$out/lab.txt" >/dev/null
 echo "==> overload lab over real HTTP"
 cargo run -q --release --example overload -- --real 2>/dev/null | tee "$out/lab-real.txt" >/dev/null
+echo "==> a slow endpoint that is not a bottleneck (axum example, wrk)"
+if command -v wrk >/dev/null; then
+    scripts/slow-endpoint.sh 2>&1 | tee "$out/slow-endpoint.txt" | tail -1
+else
+    echo "wrk not installed (apt-get install wrk): skipped" | tee "$out/slow-endpoint.txt"
+fi
 echo "==> client stack against a dead server"
 cargo test -q --test client -- --nocapture a_dead_server 2>&1 | tee "$out/client.txt" | grep received
 

@@ -81,7 +81,8 @@ where
             if round == 0 {
                 tokio::time::advance(Duration::from_millis(3)).await;
                 for i in 0..4u32 {
-                    let _ = svc.clone().oneshot(i * 3 + 1).await;
+                    let one = svc.clone().oneshot(i * 3 + 1);
+                    let _ = tokio::time::timeout(Duration::from_secs(60), one).await;
                 }
                 tokio::time::advance(Duration::from_secs(86_400)).await;
             }

@@ -200,7 +200,7 @@ fn futures_poll<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output
     }
 }
 
-fn aimd_layer() -> ConcurrencyLimitLayer {
+fn aimd_layer(cancel_is_drop: bool) -> ConcurrencyLimitLayer {
     let window = backpressure_concurrency::WindowConfig {
         min_samples: 10,
         min_duration: Duration::from_millis(1),
@@ -208,6 +208,7 @@ fn aimd_layer() -> ConcurrencyLimitLayer {
     };
     ConcurrencyLimitLayer::builder()
         .adaptive(Aimd::new().initial_limit(10).window(window))
+        .cancel_is_drop(cancel_is_drop)
         .build()
         .unwrap()
 }
@@ -218,18 +219,9 @@ fn aimd_layer() -> ConcurrencyLimitLayer {
 /// floor).
 #[tokio::test(start_paused = true)]
 async fn timeouts_are_drops_and_clients_leaving_are_not() {
-    assert_eq!(drop_requests(&aimd_layer(), 10, true).await, 9, "10 timeouts: × 0.9");
-    assert_eq!(drop_requests(&aimd_layer(), 10, false).await, 10, "10 hang-ups: nothing learnt");
-    let counting = ConcurrencyLimitLayer::builder()
-        .adaptive(Aimd::new().initial_limit(10).window(backpressure_concurrency::WindowConfig {
-            min_samples: 10,
-            min_duration: Duration::from_millis(1),
-            ..Default::default()
-        }))
-        .cancel_is_drop(true)
-        .build()
-        .unwrap();
-    assert_eq!(drop_requests(&counting, 10, false).await, 9, "cancel_is_drop(true)");
+    assert_eq!(drop_requests(&aimd_layer(false), 10, true).await, 9, "10 timeouts: × 0.9");
+    assert_eq!(drop_requests(&aimd_layer(false), 10, false).await, 10, "10 hang-ups: nothing");
+    assert_eq!(drop_requests(&aimd_layer(true), 10, false).await, 9, "cancel_is_drop(true)");
 }
 
 async fn slow_200_ms(_: ()) -> Result<(), BoxError> {

@@ -83,12 +83,16 @@ fn min_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 /// About 30 years: what "no deadline" saturates to when a duration overflows.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// `now + duration`, saturating: a duration too large for the clock (e.g.
-/// `Duration::MAX`, which every builder accepts as "practically never")
-/// gives an instant about thirty years ahead instead of a panic.
+/// `now + duration`, capped at about thirty years ahead: a duration too
+/// large for the clock (e.g. `Duration::MAX`, which every builder accepts as
+/// "practically never") gives an instant thirty years ahead instead of a
+/// panic, and so does any duration past that horizon.
 ///
 /// Every layer computes its timers with this, so that no configuration a
-/// builder accepts can panic later in `Instant + Duration`.
+/// builder accepts can panic later in `Instant + Duration`. The cap matters
+/// too: a timer millions of years out is representable, but a paused test
+/// runtime that auto-advances to it walks tokio's timer wheel there in
+/// two-year steps, which takes hours.
 ///
 /// ```
 /// use std::time::Duration;
@@ -97,11 +101,13 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 ///
 /// let now = Instant::now();
 /// assert_eq!(instant_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
-/// assert!(instant_after(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+/// let horizon = now + Duration::from_secs(86_400 * 365 * 30);
+/// assert_eq!(instant_after(now, Duration::MAX), horizon);
+/// assert_eq!(instant_after(now, Duration::from_secs(u64::MAX / 2)), horizon);
 /// ```
 #[inline]
 pub fn instant_after(now: Instant, duration: Duration) -> Instant {
-    now.checked_add(duration).or_else(|| now.checked_add(FAR_FUTURE)).unwrap_or(now)
+    now.checked_add(duration.min(FAR_FUTURE)).unwrap_or(now)
 }
 
 impl Deadline {
