@@ -29,6 +29,13 @@ echo "==> cargo test"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 
+echo "==> cargo test, as installed: each layer crate on its default features, the facade with http alone"
+# Workspace runs unify features; a crate's cfg(feature) bug only shows when
+# it is built the way a user's Cargo.toml builds it.
+cargo test --quiet -p backpressure-core -p backpressure-concurrency -p backpressure-breaker \
+    -p backpressure-rate -p backpressure-timeout -p backpressure-shed -p backpressure-retry --lib --tests
+cargo test --quiet -p backpressure --no-default-features --features http --lib --tests
+
 echo "==> examples (smoke runs; each asserts its own claims)"
 cargo run --quiet --example client >/dev/null
 cargo run --quiet --example axum -- --smoke >/dev/null
