@@ -16,9 +16,11 @@
 //! curl -si localhost:3000/ | grep -i -E '^(HTTP|retry-after|ratelimit)'
 //!
 //! # 503: flood the slow endpoint (200 ms per request) from many addresses'
-//! # worth of concurrency; sheddable work goes first.
+//! # worth of concurrency; sheddable work goes first. (The example opts in to
+//! # priorities from `x-internal-priority`; in production, a header only your
+//! # own services can set. `priority: …` from a client changes nothing.)
 //! seq 400 | xargs -P 400 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
-//!     -H 'priority: sheddable' -H 'x-forwarded-for: 10.0.0.{}' localhost:3000/slow | sort | uniq -c
+//!     -H 'x-internal-priority: sheddable' -H 'x-forwarded-for: 10.0.0.{}' localhost:3000/slow | sort | uniq -c
 //!
 //! # What the layers did:
 //! curl -s localhost:3000/metrics | grep backpressure_
@@ -41,7 +43,8 @@
 //!
 //! (The rate limit keys on the connection's peer address; `x-forwarded-for`
 //! is ignored unless you configure trusted proxy hops with
-//! `ClientIp::behind_proxies(n)`, so the flood above is one client to it —
+//! `ClientIp::x_forwarded_for(n)` or `ClientIp::trusted_ranges(…)`, so the
+//! flood above is one client to it —
 //! use `--per-ip-rate 1000` to let the flood reach the concurrency limit.)
 
 use std::{net::SocketAddr, time::Duration};
@@ -49,7 +52,8 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{Router, routing::get};
 use backpressure::{
     concurrency::ConcurrencyLimitHandle,
-    http::ClientIp,
+    core::Priority,
+    http::{ClientIp, PriorityHeader},
     preset::ServerPreset,
     rate::{Quota, RateLimitLayer},
 };
@@ -100,12 +104,17 @@ fn app(
 ) -> Result<(Router, ConcurrencyLimitHandle), Box<dyn std::error::Error>> {
     // respond -> timeout (10 s) -> per-IP rate limit -> priority shedding ->
     // adaptive concurrency limit (Gradient2, queue of 100), in one layer.
-    let preset = ServerPreset::new()?.rate_limit(
-        RateLimitLayer::builder(Quota::per_second(per_ip_rate).burst(per_ip_rate * 2))
-            .keyed(ClientIp::peer())
-            .max_keys(100_000)
-            .build()?,
-    );
+    let preset = ServerPreset::new()?
+        .priority_header(PriorityHeader::new(
+            http::HeaderName::from_static("x-internal-priority"),
+            Priority::Critical,
+        ))
+        .rate_limit(
+            RateLimitLayer::builder(Quota::per_second(per_ip_rate).burst(per_ip_rate * 2))
+                .keyed(ClientIp::peer())
+                .max_keys(100_000)
+                .build()?,
+        );
     let limit = preset.concurrency_handle();
     let api = Router::new()
         .route("/", get(|| async { "hello\n" }))

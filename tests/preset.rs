@@ -181,3 +181,88 @@ async fn a_request_delayed_by_the_rate_limit_still_carries_the_deadline() {
         assert_eq!(d.expect("a deadline in scope").instant() - start, Duration::from_secs(3));
     }
 }
+
+/// One request from a client bound to `from` (127.0.0.2, 127.0.0.3, …: all
+/// loopback on Linux).
+async fn status_from(from: &str, addr: SocketAddr) -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().expect("address")).expect("bind the client");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let req = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    String::from_utf8_lossy(&raw).split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status")
+}
+
+/// Two clients on different addresses get two buckets, as the README's
+/// snippet is installed (`features = ["http", "axum"]`). The first version
+/// read axum's `ConnectInfo` only under a feature nothing in the facade
+/// turned on: with `http` alone every client shared the key 0.0.0.0, and
+/// the second client here got a 429 for the first client's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_different_addresses_get_two_buckets() {
+    let missing_before = ClientIp::missing_peer_count();
+    let preset = ServerPreset::new().unwrap().rate_limit(
+        RateLimitLayer::builder(Quota::per_minute(2).burst(2))
+            .keyed(ClientIp::peer())
+            .build()
+            .unwrap(),
+    );
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(preset);
+    let addr = serve(app).await;
+    for client in ["127.0.0.2", "127.0.0.3"] {
+        assert_eq!(status_from(client, addr).await, 200, "{client}: first");
+        assert_eq!(status_from(client, addr).await, 200, "{client}: second");
+        assert_eq!(status_from(client, addr).await, 429, "{client}: its own bucket is empty");
+    }
+    assert_eq!(ClientIp::missing_peer_count(), missing_before, "every request had its peer");
+}
+
+/// A client cannot give itself top priority: under the preset's defaults a
+/// `priority: critical-plus` header is just a header. With a limit of 1 and
+/// a queue of 1 (one running, one queued), the first version let such a
+/// request evict the queued one (503 for somebody who asked nothing).
+#[tokio::test(start_paused = true)]
+async fn a_client_cannot_claim_top_priority_by_default() {
+    use tower::{Layer, ServiceExt};
+
+    let concurrency = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(1)
+        .priority(PriorityHeader::default())
+        .classify(HttpClassify)
+        .build()
+        .unwrap();
+    let preset = ServerPreset::with_concurrency(concurrency, Duration::from_secs(5)).unwrap();
+    let svc = preset.layer(tower::service_fn(|_: http::Request<String>| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    }));
+    let req = |priority: Option<&str>| {
+        let mut b = http::Request::builder();
+        if let Some(p) = priority {
+            b = b.header("priority", p);
+        }
+        b.body(String::new()).unwrap()
+    };
+    let running = tokio::spawn(svc.clone().oneshot(req(None)));
+    tokio::task::yield_now().await;
+    let queued = tokio::spawn(svc.clone().oneshot(req(None)));
+    tokio::task::yield_now().await;
+    let claimed = svc.clone().oneshot(req(Some("critical-plus"))).await.unwrap();
+    assert_eq!(claimed.status(), 503, "the queue is full, whatever the header says");
+    assert_eq!(running.await.unwrap().unwrap().status(), 200);
+    assert_eq!(queued.await.unwrap().unwrap().status(), 200, "not evicted");
+
+    // The server opts in, with a header of its own choosing: then it counts,
+    // for the limiter and the shedder alike.
+    let name = http::HeaderName::from_static("x-internal-priority");
+    let opted = ServerPreset::new()
+        .unwrap()
+        .priority_header(PriorityHeader::new(name, backpressure::core::Priority::Critical));
+    assert_eq!(
+        opted.priority_source().header_name().map(|n| n.as_str()),
+        Some("x-internal-priority")
+    );
+}

@@ -70,6 +70,23 @@ impl<P, D, C, H> ConcurrencyLimitLayer<P, D, C, H> {
         ConcurrencyLimitHandle::new(Arc::clone(&self.shared))
     }
 
+    /// How requests' priorities are found.
+    pub fn priority_source(&self) -> &P {
+        &self.priority
+    }
+
+    /// The same limit (the same shared state) with priorities found by
+    /// `priority` instead.
+    pub fn with_priority<P2>(self, priority: P2) -> ConcurrencyLimitLayer<P2, D, C, H> {
+        ConcurrencyLimitLayer {
+            shared: self.shared,
+            priority,
+            deadline: self.deadline,
+            classify: self.classify,
+            hold: self.hold,
+        }
+    }
+
     /// The longest a request may wait in the queue.
     pub fn max_wait(&self) -> Duration {
         self.shared.max_wait

@@ -47,7 +47,10 @@ mod pushback;
 mod ratelimit_headers;
 mod respond;
 
-pub use extract::{ClientIp, HeaderKey, MethodKey, PathKey, PriorityHeader, client_ip, peer_ip};
+pub use extract::{
+    ClientIp, ForwardingHeader, HeaderKey, InvalidIpRange, IpRange, MethodKey, PathKey,
+    PriorityHeader, client_ip, peer_ip,
+};
 #[cfg(feature = "tonic")]
 pub use named::{Named, named};
 pub use pushback::{

@@ -74,12 +74,34 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 ///   the concurrency limit's `max_limit` (hyper's default is 200; the
 ///   preset's adaptive limit may grow to 1,000);
 /// - **a rate limit keyed on the peer address behind a proxy**: every
-///   client shares the proxy's address; use `ClientIp::behind_proxies(n)`
-///   with the number of proxies you run, never the leftmost
-///   `X-Forwarded-For` entry (any client can write it);
+///   client shares the proxy's address; say what your proxies write and how
+///   many there are (`ClientIp::x_forwarded_for(n)`, `ClientIp::forwarded(n)`)
+///   or which addresses they have (`ClientIp::trusted_ranges(…)`), never
+///   the leftmost `X-Forwarded-For` entry (any client can write it);
+/// - **no peer address at all** (axum served without
+///   `into_make_service_with_connect_info::<SocketAddr>()`, or the facade
+///   without its `axum` / `tonic` feature): `ClientIp` falls back to one
+///   shared key, `0.0.0.0`, and says so — an error logged once,
+///   `ClientIp::missing_peer_count()`, and with `metrics` the counter
+///   `backpressure_client_ip_missing_peer_total`;
 /// - **layers outside the preset that buffer** (tower's `Buffer`, a
 ///   per-connection queue): an unbounded wait in front of the timeout is
 ///   time no deadline covers.
+///
+/// # Who can influence priority and keys
+///
+/// Nothing a client sends, by default:
+///
+/// - **priority**: the preset reads no header; every request has the
+///   default priority (`Critical`), and the shedder and the limiter agree on
+///   it. [`priority_header`](ServerPreset::priority_header) opts in to a
+///   header *you* name, for the shedder and the limiter at once — choose
+///   one only your own services can set (not `priority`, which is RFC
+///   9218's and which browsers send);
+/// - **rate-limit keys**: `ClientIp::peer()` is the connection's address;
+///   forwarding headers count only as far as you trust them (see
+///   `backpressure::http::ClientIp`), and IPv6 clients are grouped by /64
+///   so that one host cannot rotate addresses for fresh buckets.
 ///
 /// ```
 /// use backpressure::preset::ServerPreset;
@@ -110,8 +132,10 @@ pub struct ServerPreset<R = Identity, B = Identity, H = Release> {
 impl ServerPreset {
     /// Safe defaults for a typical service: a 10 s deadline; an adaptive
     /// (Gradient2) limit starting at 20 with a queue of 100 and waits of at
-    /// most 1 s; priorities from the `priority` header; shedding on the
-    /// limit's occupancy. No rate limit and no breaker until you add them.
+    /// most 1 s; every request at the default priority (no header is read
+    /// until you opt in with [`priority_header`](Self::priority_header));
+    /// shedding on the limit's occupancy. No rate limit and no breaker until
+    /// you add them.
     ///
     /// # Errors
     ///
@@ -142,10 +166,10 @@ impl ServerPreset {
         concurrency: PresetConcurrency,
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
-        let shed = LoadShedLayer::builder(concurrency.handle())
-            .priority(PriorityHeader::default())
-            .name("server")
-            .build()?;
+        // One priority source for the shedder and the limiter: the one the
+        // limit was built with (the first version gave the shedder its own
+        // `priority` header whatever the limit read).
+        let shed = shedder(&concurrency)?;
         let preset = ServerPreset {
             timeout: TimeoutLayer::new(timeout)?.propagate(HttpDeadline::server()),
             rate: Identity::new(),
@@ -158,7 +182,34 @@ impl ServerPreset {
     }
 }
 
+fn shedder<H>(
+    concurrency: &ConcurrencyLimitLayer<PriorityHeader, CurrentDeadline, HttpClassify, H>,
+) -> Result<LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>, ConfigError> {
+    LoadShedLayer::builder(concurrency.handle())
+        .priority(concurrency.priority_source().clone())
+        .name("server")
+        .build()
+}
+
 impl<R, B, H> ServerPreset<R, B, H> {
+    /// Reads request priorities from `header`, for the shedder and the
+    /// limiter alike. Opt in only with a header that outside clients cannot
+    /// set (one your proxy strips, or one only your own services send): a
+    /// client that can set it can declare itself `critical-plus`, is never
+    /// shed on occupancy, and evicts queued requests.
+    #[must_use]
+    pub fn priority_header(self, header: PriorityHeader) -> Self {
+        let concurrency = self.concurrency.with_priority(header);
+        let shed = shedder(&concurrency).expect("the shedder's defaults are valid");
+        ServerPreset { concurrency, shed, ..self }
+    }
+
+    /// Where request priorities come from (by default, nowhere: every
+    /// request has the default priority).
+    pub fn priority_source(&self) -> &PriorityHeader {
+        self.concurrency.priority_source()
+    }
+
     /// Adds a rate limit (third in the stack). For `RateLimit` headers on
     /// admitted responses too, pass
     /// `ServiceBuilder::new().layer(RateLimitHeadersLayer::new()).layer(rate)`
