@@ -252,6 +252,8 @@ async fn a_client_cannot_claim_top_priority_by_default() {
     tokio::task::yield_now().await;
     let claimed = svc.clone().oneshot(req(Some("critical-plus"))).await.unwrap();
     assert_eq!(claimed.status(), 503, "the queue is full, whatever the header says");
+    // And the 503 says when to come back (the first version's had nothing).
+    assert_eq!(claimed.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
     assert_eq!(running.await.unwrap().unwrap().status(), 200);
     assert_eq!(queued.await.unwrap().unwrap().status(), 200, "not evicted");
 

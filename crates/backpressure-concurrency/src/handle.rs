@@ -110,8 +110,9 @@ impl ConcurrencyLimitHandle {
 }
 
 /// A load shedder in front of the limiter reads its
-/// [`pressure`](ConcurrencyLimitHandle::pressure); a rejected caller is told
-/// to retry after the mean queue wait, when there is one.
+/// [`pressure`](ConcurrencyLimitHandle::pressure); a caller it rejects is
+/// told to retry after what the limiter's own rejections say: the recent
+/// queue wait (measured), else `max_wait`, else 1 s.
 impl backpressure_core::Pressure for ConcurrencyLimitHandle {
     #[inline]
     fn pressure(&self) -> f64 {
@@ -119,11 +120,7 @@ impl backpressure_core::Pressure for ConcurrencyLimitHandle {
     }
 
     fn retry_after(&self) -> Option<Duration> {
-        let s = &self.shared.stats;
-        let dequeued = s.dequeued.load(Relaxed);
-        (dequeued > 0)
-            .then(|| Duration::from_nanos(s.queue_wait_nanos.load(Relaxed) / dequeued))
-            .filter(|d| !d.is_zero())
+        Some(self.shared.retry_hint())
     }
 }
 

@@ -37,6 +37,9 @@ pub(crate) struct Stats {
     pub(crate) queue_wait_nanos: AtomicU64,
     pub(crate) queue_wait_max_nanos: AtomicU64,
     pub(crate) dequeued: AtomicU64,
+    /// Recent queue waits, smoothed (1/8 per dequeue): the `retry_after` of
+    /// the limiter's own rejections.
+    pub(crate) queue_wait_recent_nanos: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -115,7 +118,25 @@ impl Shared {
         counter.fetch_add(1, Relaxed);
         metrics::rejected(&self.name, kind);
         tracing::trace!(layer = %self.name, reason = kind.as_str(), "request rejected");
-        Rejected::new(kind).with_layer(self.name.clone())
+        let rejected = Rejected::new(kind).with_layer(self.name.clone());
+        match kind {
+            // The client's own deadline passed: the same request will not
+            // fare better later.
+            RejectKind::DeadlineExceeded => rejected,
+            _ => rejected.with_retry_after(self.retry_hint()),
+        }
+    }
+
+    /// When a turned-away request may try again: how long requests have
+    /// recently waited in the queue for a permit (a full queue drains in
+    /// about that), measured; `max_wait` until anything was measured; 1 s
+    /// with no queue at all. HTTP rounds it up to whole seconds.
+    pub(crate) fn retry_hint(&self) -> Duration {
+        match self.stats.queue_wait_recent_nanos.load(Relaxed) {
+            0 if self.max_wait.is_zero() => Duration::from_secs(1),
+            0 => self.max_wait.min(Duration::from_secs(60)),
+            nanos => Duration::from_nanos(nanos),
+        }
     }
 
     /// Admission when the fast path failed: queue, or reject.
@@ -199,6 +220,15 @@ impl Shared {
         self.stats.dequeued.fetch_add(1, Relaxed);
         self.stats.queue_wait_nanos.fetch_add(nanos, Relaxed);
         self.stats.queue_wait_max_nanos.fetch_max(nanos, Relaxed);
+        // A racy read-modify-write is fine for a hint: a lost update only
+        // delays the average by one sample.
+        let recent = self.stats.queue_wait_recent_nanos.load(Relaxed);
+        let next = if recent == 0 {
+            nanos.max(1)
+        } else {
+            (recent - recent / 8).saturating_add(nanos / 8).max(1)
+        };
+        self.stats.queue_wait_recent_nanos.store(next, Relaxed);
         metrics::queue_wait(&self.name, wait);
     }
 

@@ -461,3 +461,38 @@ async fn a_max_wait_of_duration_max_queues_without_panicking() {
     assert_eq!(b.await.unwrap().unwrap(), 2);
     assert_eq!(gauge.peak(), 1);
 }
+
+/// The limiter's own rejections say when to come back: how long requests
+/// recently waited for a permit (measured), else `max_wait`. The first
+/// version's 503s carried no `Retry-After` at all.
+#[tokio::test(start_paused = true)]
+async fn rejections_carry_a_measured_retry_after() {
+    let gauge = Gauge::default();
+    let layer = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(gauge.service(300));
+    let hint = |err: &BoxError| Rejected::find(err).and_then(Rejected::retry_after);
+    // Nothing measured yet: max_wait.
+    let running = tokio::spawn(svc.clone().oneshot(1u32));
+    tokio::task::yield_now().await;
+    let queued = tokio::spawn(svc.clone().oneshot(2u32));
+    tokio::task::yield_now().await;
+    let err = svc.clone().oneshot(3u32).await.unwrap_err();
+    assert_eq!(kind(&err), Some(RejectKind::Overloaded));
+    assert_eq!(hint(&err), Some(Duration::from_secs(2)));
+    running.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap(); // it waited 300 ms for its permit
+    // Measured: the queued request's wait.
+    let running = tokio::spawn(svc.clone().oneshot(4u32));
+    tokio::task::yield_now().await;
+    let queued = tokio::spawn(svc.clone().oneshot(5u32));
+    tokio::task::yield_now().await;
+    let err = svc.clone().oneshot(6u32).await.unwrap_err();
+    assert_eq!(hint(&err), Some(Duration::from_millis(300)));
+    running.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap();
+}

@@ -23,12 +23,15 @@ pub trait OnError<B> {
     fn on_error(&self, error: BoxError, grpc: bool) -> Response<B>;
 }
 
-/// The default [`OnError`]: 500 (or gRPC `INTERNAL`), empty body.
+/// The default [`OnError`]: 500 (or gRPC `INTERNAL`), empty body, and the
+/// error logged (`tracing`, level `error`): the response leaks nothing, so
+/// the log is the only place the cause is seen.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Internal;
 
 impl<B: Default> OnError<B> for Internal {
-    fn on_error(&self, _error: BoxError, grpc: bool) -> Response<B> {
+    fn on_error(&self, error: BoxError, grpc: bool) -> Response<B> {
+        tracing::error!(error = %error, grpc, "an inner service failed; answered 500 (gRPC INTERNAL)");
         if grpc {
             grpc_response(13, "internal error", None)
         } else {
