@@ -29,12 +29,15 @@ echo "==> cargo test"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 
-echo "==> cargo test, as installed: each layer crate on its default features, the facade with http alone"
+echo "==> cargo test, as installed: each layer crate on its default features; the facade with the README's feature sets"
 # Workspace runs unify features; a crate's cfg(feature) bug only shows when
 # it is built the way a user's Cargo.toml builds it.
 cargo test --quiet -p backpressure-core -p backpressure-concurrency -p backpressure-breaker \
     -p backpressure-rate -p backpressure-timeout -p backpressure-shed -p backpressure-retry --lib --tests
-cargo test --quiet -p backpressure --no-default-features --features http --lib --tests
+cargo test --quiet -p backpressure
+for features in http http,axum tonic; do
+    cargo test --quiet -p backpressure --no-default-features --features "$features"
+done
 
 echo "==> examples (smoke runs; each asserts its own claims)"
 cargo run --quiet --example client >/dev/null

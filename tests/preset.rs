@@ -268,3 +268,60 @@ async fn a_client_cannot_claim_top_priority_by_default() {
         Some("x-internal-priority")
     );
 }
+
+/// Problem details (RFC 9457) on every rejection, through the preset.
+#[derive(Clone)]
+struct Problem;
+
+impl backpressure::http::OnError<String> for Problem {
+    fn on_error(&self, error: backpressure::core::BoxError, grpc: bool) -> http::Response<String> {
+        backpressure::http::OnError::<String>::on_error(&backpressure::http::Internal, error, grpc)
+    }
+
+    fn on_rejection(
+        &self,
+        rejected: &backpressure::core::Rejected,
+        grpc: bool,
+    ) -> http::Response<String> {
+        let mut res: http::Response<String> =
+            backpressure::http::rejection_response(rejected, grpc);
+        *res.body_mut() = format!(
+            r#"{{"status":{},"detail":"{}"}}"#,
+            res.status().as_u16(),
+            rejected.kind().as_str()
+        );
+        res.headers_mut().insert("content-type", "application/problem+json".parse().unwrap());
+        res
+    }
+}
+
+/// A 429 users can act on: `RateLimit-Policy` advertises the sustained
+/// quota (2 per 60 s), not the burst (5) as the first version did; the
+/// optional `X-RateLimit-*` headers; a body of the user's choosing; and
+/// `Retry-After`, all at once.
+#[tokio::test(start_paused = true)]
+async fn rate_limit_rejections_carry_the_policy_legacy_headers_and_a_custom_body() {
+    use tower::{Layer, ServiceExt};
+
+    let preset = ServerPreset::new()
+        .unwrap()
+        .rate_limit(RateLimitLayer::builder(Quota::per_minute(2).burst(5)).build().unwrap())
+        .x_ratelimit_headers(true)
+        .on_error(Problem);
+    let svc = preset.layer(tower::service_fn(|_: http::Request<String>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+    }));
+    for _ in 0..5 {
+        let res = svc.clone().oneshot(http::Request::new(String::new())).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = svc.clone().oneshot(http::Request::new(String::new())).await.unwrap();
+    assert_eq!(res.status(), 429);
+    let header = |name: &str| res.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header("ratelimit-policy").as_deref(), Some("\"default\";q=2;w=60"));
+    assert_eq!(header("x-ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(header("x-ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(header("retry-after").as_deref(), Some("30"));
+    assert_eq!(header("content-type").as_deref(), Some("application/problem+json"));
+    assert_eq!(res.body(), r#"{"status":429,"detail":"rate_limited"}"#);
+}

@@ -113,8 +113,12 @@ impl fmt::Display for LayerName {
 /// `draft-ietf-httpapi-ratelimit-headers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimitInfo {
-    /// Requests (cost units) the quota allows per `window`, at most at once.
+    /// Requests (cost units) that can be spent at once: the burst.
     pub limit: u32,
+    /// Requests (cost units) the quota allows per `window`, sustained (what
+    /// `RateLimit-Policy`'s `q` advertises; equal to `limit` unless the
+    /// burst differs from the rate).
+    pub quota: u32,
     /// The quota's window.
     pub window: Duration,
     /// Cost units that could be spent right now.
@@ -145,7 +149,7 @@ impl RateLimitInfo {
     /// use std::time::Duration;
     /// use backpressure_core::RateLimitInfo;
     ///
-    /// let info = RateLimitInfo { limit: 10, window: Duration::from_secs(1), remaining: 9, reset: Duration::from_millis(100) };
+    /// let info = RateLimitInfo { limit: 10, quota: 10, window: Duration::from_secs(1), remaining: 9, reset: Duration::from_millis(100) };
     /// info.publish();
     /// assert_eq!(RateLimitInfo::take_published(), Some(info));
     /// assert_eq!(RateLimitInfo::take_published(), None);

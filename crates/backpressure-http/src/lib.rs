@@ -59,5 +59,6 @@ pub use pushback::{
 };
 pub use ratelimit_headers::{RateLimitHeaders, RateLimitHeadersFuture, RateLimitHeadersLayer};
 pub use respond::{
-    Internal, OnError, Respond, RespondFuture, RespondLayer, insert_rate_limit, rejection_response,
+    Internal, OnError, Respond, RespondFuture, RespondLayer, insert_rate_limit,
+    insert_x_rate_limit, rejection_response,
 };

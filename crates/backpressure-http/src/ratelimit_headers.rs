@@ -44,12 +44,23 @@ use crate::insert_rate_limit;
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RateLimitHeadersLayer;
+pub struct RateLimitHeadersLayer {
+    x_ratelimit: bool,
+}
 
 impl RateLimitHeadersLayer {
     /// The layer.
     pub const fn new() -> Self {
-        RateLimitHeadersLayer
+        RateLimitHeadersLayer { x_ratelimit: false }
+    }
+
+    /// Also writes `X-RateLimit-Limit`, `-Remaining` and `-Reset`
+    /// ([`insert_x_rate_limit`](crate::insert_x_rate_limit)), for clients
+    /// that know only those.
+    #[must_use]
+    pub const fn x_ratelimit_headers(mut self, yes: bool) -> Self {
+        self.x_ratelimit = yes;
+        self
     }
 }
 
@@ -57,7 +68,7 @@ impl<S> Layer<S> for RateLimitHeadersLayer {
     type Service = RateLimitHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitHeaders { inner }
+        RateLimitHeaders { inner, x_ratelimit: self.x_ratelimit }
     }
 }
 
@@ -65,6 +76,7 @@ impl<S> Layer<S> for RateLimitHeadersLayer {
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders<S> {
     inner: S,
+    x_ratelimit: bool,
 }
 
 impl<S, Req, B> Service<Req> for RateLimitHeaders<S>
@@ -83,7 +95,11 @@ where
         // Whatever an earlier request left on this thread is not ours.
         let _ = RateLimitInfo::take_published();
         let fut = self.inner.call(req);
-        RateLimitHeadersFuture { fut, info: RateLimitInfo::take_published() }
+        RateLimitHeadersFuture {
+            fut,
+            info: RateLimitInfo::take_published(),
+            x_ratelimit: self.x_ratelimit,
+        }
     }
 }
 
@@ -93,6 +109,7 @@ pin_project! {
         #[pin]
         fut: F,
         info: Option<RateLimitInfo>,
+        x_ratelimit: bool,
     }
 }
 
@@ -107,6 +124,9 @@ where
         let mut result = ready!(this.fut.poll(cx));
         if let (Ok(res), Some(info)) = (&mut result, this.info.take()) {
             insert_rate_limit(res.headers_mut(), &info);
+            if *this.x_ratelimit {
+                crate::insert_x_rate_limit(res.headers_mut(), &info);
+            }
         }
         Poll::Ready(result)
     }

@@ -21,6 +21,61 @@ use tower_service::Service;
 pub trait OnError<B> {
     /// The response for `error`; `grpc` says whether the request was gRPC.
     fn on_error(&self, error: BoxError, grpc: bool) -> Response<B>;
+
+    /// The response for a rejection (default: [`rejection_response`]: the
+    /// status, `Retry-After`, `RateLimit` headers, an empty body). Override
+    /// it for a body of your own — start from `rejection_response` to keep
+    /// the status and headers:
+    ///
+    /// ```
+    /// use backpressure_core::{BoxError, RejectKind, Rejected};
+    /// use backpressure_http::{OnError, RespondLayer, rejection_response};
+    /// use http::{Request, Response, header};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// /// RFC 9457 problem details for rejections; 500s stay empty.
+    /// #[derive(Clone)]
+    /// struct Problem;
+    ///
+    /// impl OnError<String> for Problem {
+    ///     fn on_error(&self, _error: BoxError, grpc: bool) -> Response<String> {
+    ///         backpressure_http::Internal.on_error(_error, grpc)
+    ///     }
+    ///
+    ///     fn on_rejection(&self, rejected: &Rejected, grpc: bool) -> Response<String> {
+    ///         let mut res: Response<String> = rejection_response(rejected, grpc);
+    ///         if !grpc {
+    ///             let status = res.status();
+    ///             *res.body_mut() = format!(
+    ///                 r#"{{"type":"about:blank","status":{},"title":"{}","detail":"{}"}}"#,
+    ///                 status.as_u16(),
+    ///                 status.canonical_reason().unwrap_or(""),
+    ///                 rejected.kind().as_str(),
+    ///             );
+    ///             res.headers_mut()
+    ///                 .insert(header::CONTENT_TYPE, "application/problem+json".parse().unwrap());
+    ///         }
+    ///         res
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limited = service_fn(|_: Request<()>| async {
+    ///     Err::<Response<String>, BoxError>(Rejected::new(RejectKind::RateLimited).into())
+    /// });
+    /// let res = RespondLayer::new().on_error(Problem).layer(limited).oneshot(Request::new(())).await.unwrap();
+    /// assert_eq!(res.status(), 429);
+    /// assert_eq!(res.headers()["content-type"], "application/problem+json");
+    /// assert!(res.body().contains(r#""status":429"#));
+    /// # }
+    /// ```
+    fn on_rejection(&self, rejected: &Rejected, grpc: bool) -> Response<B>
+    where
+        B: Default,
+    {
+        rejection_response(rejected, grpc)
+    }
 }
 
 /// The default [`OnError`]: 500 (or gRPC `INTERNAL`), empty body, and the
@@ -89,19 +144,30 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RespondLayer<F = Internal> {
     on_error: F,
+    x_ratelimit: bool,
 }
 
 impl RespondLayer {
     /// Responses for rejections, an empty 500 for anything else.
     pub fn new() -> Self {
-        RespondLayer { on_error: Internal }
+        RespondLayer { on_error: Internal, x_ratelimit: false }
     }
 }
 
 impl<F> RespondLayer<F> {
-    /// Decides the response for errors that are not rejections.
+    /// Decides the response for errors that are not rejections, and — with
+    /// [`OnError::on_rejection`] — for rejections too (a JSON body, say).
     pub fn on_error<F2>(self, on_error: F2) -> RespondLayer<F2> {
-        RespondLayer { on_error }
+        RespondLayer { on_error, x_ratelimit: self.x_ratelimit }
+    }
+
+    /// Also writes `X-RateLimit-Limit`, `-Remaining` and `-Reset` on rate
+    /// limit rejections ([`insert_x_rate_limit`]), for clients that know
+    /// only those (default: the IETF draft's `RateLimit` headers alone).
+    #[must_use]
+    pub fn x_ratelimit_headers(mut self, yes: bool) -> Self {
+        self.x_ratelimit = yes;
+        self
     }
 }
 
@@ -109,7 +175,12 @@ impl<S, F: Clone> Layer<S> for RespondLayer<F> {
     type Service = Respond<S, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Respond { inner, on_error: self.on_error.clone(), ready_error: None }
+        Respond {
+            inner,
+            on_error: self.on_error.clone(),
+            x_ratelimit: self.x_ratelimit,
+            ready_error: None,
+        }
     }
 }
 
@@ -117,13 +188,19 @@ impl<S, F: Clone> Layer<S> for RespondLayer<F> {
 pub struct Respond<S, F> {
     inner: S,
     on_error: F,
+    x_ratelimit: bool,
     /// The inner service failed in `poll_ready`: answer the next call with it.
     ready_error: Option<BoxError>,
 }
 
 impl<S: Clone, F: Clone> Clone for Respond<S, F> {
     fn clone(&self) -> Self {
-        Respond { inner: self.inner.clone(), on_error: self.on_error.clone(), ready_error: None }
+        Respond {
+            inner: self.inner.clone(),
+            on_error: self.on_error.clone(),
+            x_ratelimit: self.x_ratelimit,
+            ready_error: None,
+        }
     }
 }
 
@@ -165,7 +242,12 @@ where
             Some(error) => State::Failed { error: Some(error) },
             None => State::Called { fut: self.inner.call(req) },
         };
-        RespondFuture { state, grpc, on_error: self.on_error.clone() }
+        RespondFuture {
+            state,
+            grpc,
+            x_ratelimit: self.x_ratelimit,
+            on_error: self.on_error.clone(),
+        }
     }
 }
 
@@ -175,6 +257,7 @@ pin_project! {
         #[pin]
         state: State<Fut>,
         grpc: bool,
+        x_ratelimit: bool,
         on_error: F,
     }
 }
@@ -208,7 +291,16 @@ where
             }
         };
         let response = match Rejected::find(&error) {
-            Some(rejected) => rejection_response(rejected, *this.grpc),
+            Some(rejected) => {
+                let mut res = this.on_error.on_rejection(rejected, *this.grpc);
+                if *this.x_ratelimit
+                    && !*this.grpc
+                    && let Some(info) = rejected.rate_limit()
+                {
+                    insert_x_rate_limit(res.headers_mut(), info);
+                }
+                res
+            }
             None => this.on_error.on_error(error, *this.grpc),
         };
         Poll::Ready(Ok(response))
@@ -247,8 +339,12 @@ pub fn rejection_response<B: Default>(rejected: &Rejected, grpc: bool) -> Respon
 
 /// Writes the IETF draft's `RateLimit-Policy` and `RateLimit` headers
 /// (`draft-ietf-httpapi-ratelimit-headers`, structured-field syntax).
+///
+/// The policy advertises the sustained quota (`q` per `w` seconds), not the
+/// burst: the first version wrote the burst, which overstates the rate
+/// whenever the two differ (a quota of 10/s with a burst of 50 is not 50/s).
 pub fn insert_rate_limit(headers: &mut HeaderMap, info: &backpressure_core::RateLimitInfo) {
-    let policy = format!("\"default\";q={};w={}", info.limit, ceil_secs(info.window));
+    let policy = format!("\"default\";q={};w={}", info.quota, ceil_secs(info.window));
     let state = format!("\"default\";r={};t={}", info.remaining, ceil_secs(info.reset));
     if let Ok(v) = HeaderValue::from_str(&policy) {
         headers.insert("ratelimit-policy", v);
@@ -256,6 +352,16 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, info: &backpressure_core::Rate
     if let Ok(v) = HeaderValue::from_str(&state) {
         headers.insert("ratelimit", v);
     }
+}
+
+/// Writes the de-facto `X-RateLimit-Limit` (the sustained quota per
+/// window), `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until
+/// the full burst is back), for clients that know only those (GitHub's and
+/// most API gateways' names).
+pub fn insert_x_rate_limit(headers: &mut HeaderMap, info: &backpressure_core::RateLimitInfo) {
+    headers.insert("x-ratelimit-limit", number(u64::from(info.quota)));
+    headers.insert("x-ratelimit-remaining", number(u64::from(info.remaining)));
+    headers.insert("x-ratelimit-reset", number(ceil_secs(info.reset)));
 }
 
 fn grpc_response<B: Default>(

@@ -254,6 +254,7 @@ impl backpressure_rate::RateStore<()> for LaterStore {
             tokio::time::sleep(Duration::from_millis(1)).await;
             let info = backpressure_core::RateLimitInfo {
                 limit: 10,
+                quota: 10,
                 window: Duration::from_secs(1),
                 remaining: 9,
                 reset: Duration::ZERO,

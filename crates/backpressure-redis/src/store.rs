@@ -402,6 +402,7 @@ impl Inner {
     fn info(&self, ahead_us: u64) -> RateLimitInfo {
         RateLimitInfo {
             limit: self.burst,
+            quota: self.quota.count(),
             window: self.quota.period(),
             remaining: u32::try_from(self.tol_us.saturating_sub(ahead_us) / self.t_us)
                 .unwrap_or(u32::MAX)

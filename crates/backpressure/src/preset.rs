@@ -121,7 +121,8 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct ServerPreset<R = Identity, B = Identity, H = Release> {
+pub struct ServerPreset<R = Identity, B = Identity, H = Release, E = Internal> {
+    respond: RespondLayer<E>,
     timeout: TimeoutLayer<(), HttpDeadline>,
     rate: R,
     shed: LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>,
@@ -171,6 +172,7 @@ impl ServerPreset {
         // `priority` header whatever the limit read).
         let shed = shedder(&concurrency)?;
         let preset = ServerPreset {
+            respond: RespondLayer::new(),
             timeout: TimeoutLayer::new(timeout)?.propagate(HttpDeadline::server()),
             rate: Identity::new(),
             shed,
@@ -191,7 +193,7 @@ fn shedder<H>(
         .build()
 }
 
-impl<R, B, H> ServerPreset<R, B, H> {
+impl<R, B, H, E> ServerPreset<R, B, H, E> {
     /// Reads request priorities from `header`, for the shedder and the
     /// limiter alike. Opt in only with a header that outside clients cannot
     /// set (one your proxy strips, or one only your own services send): a
@@ -210,12 +212,41 @@ impl<R, B, H> ServerPreset<R, B, H> {
         self.concurrency.priority_source()
     }
 
+    /// The responses for errors and rejections: an [`OnError`] of your own
+    /// (for instance a problem+json body on every 429 and 503, through
+    /// [`OnError::on_rejection`]; see its example). Default:
+    /// [`Internal`] — rejections as status + `Retry-After` + `RateLimit`
+    /// headers with an empty body, other errors as a logged, empty 500.
+    ///
+    /// [`OnError`]: backpressure_http::OnError
+    /// [`OnError::on_rejection`]: backpressure_http::OnError::on_rejection
+    pub fn on_error<E2>(self, on_error: E2) -> ServerPreset<R, B, H, E2> {
+        ServerPreset {
+            respond: self.respond.on_error(on_error),
+            timeout: self.timeout,
+            rate: self.rate,
+            shed: self.shed,
+            concurrency: self.concurrency,
+            breaker: self.breaker,
+        }
+    }
+
+    /// Also writes `X-RateLimit-Limit`, `-Remaining` and `-Reset` on 429s,
+    /// for clients that know only those (the IETF draft's `RateLimit`
+    /// headers are always written).
+    #[must_use]
+    pub fn x_ratelimit_headers(mut self, yes: bool) -> Self {
+        self.respond = self.respond.x_ratelimit_headers(yes);
+        self
+    }
+
     /// Adds a rate limit (third in the stack). For `RateLimit` headers on
     /// admitted responses too, pass
     /// `ServiceBuilder::new().layer(RateLimitHeadersLayer::new()).layer(rate)`
     /// with `rate` built with `publish_admitted(true)`.
-    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B, H> {
+    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B, H, E> {
         ServerPreset {
+            respond: self.respond,
             timeout: self.timeout,
             rate,
             shed: self.shed,
@@ -225,8 +256,9 @@ impl<R, B, H> ServerPreset<R, B, H> {
     }
 
     /// Adds a circuit breaker (innermost).
-    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2, H> {
+    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2, H, E> {
         ServerPreset {
+            respond: self.respond,
             timeout: self.timeout,
             rate: self.rate,
             shed: self.shed,
@@ -258,8 +290,9 @@ impl<R, B, H> ServerPreset<R, B, H> {
     /// been sent or dropped, for streaming responses and server-sent events
     /// (tower-http#447); see
     /// [`ConcurrencyLimitLayer::hold_until_body_end`].
-    pub fn hold_until_body_end(self) -> ServerPreset<R, B, HoldUntilBodyEnd> {
+    pub fn hold_until_body_end(self) -> ServerPreset<R, B, HoldUntilBodyEnd, E> {
         ServerPreset {
+            respond: self.respond,
             timeout: self.timeout,
             rate: self.rate,
             shed: self.shed,
@@ -292,12 +325,12 @@ type Inner<B, S, H> = LoadShed<
     PriorityHeader,
 >;
 
-impl<S, R, B, H: Clone> Layer<S> for ServerPreset<R, B, H>
+impl<S, R, B, H: Clone, E: Clone> Layer<S> for ServerPreset<R, B, H, E>
 where
     B: Layer<S>,
     R: Layer<Inner<B, S, H>>,
 {
-    type Service = Respond<Timeout<R::Service, (), HttpDeadline>, Internal>;
+    type Service = Respond<Timeout<R::Service, (), HttpDeadline>, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let svc = self.breaker.layer(inner);
@@ -305,6 +338,6 @@ where
         let svc = self.shed.layer(svc);
         let svc = self.rate.layer(svc);
         let svc = self.timeout.layer(svc);
-        RespondLayer::new().layer(svc)
+        self.respond.layer(svc)
     }
 }

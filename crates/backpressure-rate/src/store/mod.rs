@@ -45,7 +45,7 @@ pub struct Decision {
 /// division, which would be a fifth of the admit path's cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Info {
-    Gcra { ahead: u64, t: u64, tolerance: u64, burst: u32, window: Duration },
+    Gcra { ahead: u64, t: u64, tolerance: u64, burst: u32, quota: u32, window: Duration },
     Known(RateLimitInfo),
 }
 
@@ -59,8 +59,9 @@ impl Decision {
     pub fn info(&self) -> RateLimitInfo {
         match self.info {
             Info::Known(info) => info,
-            Info::Gcra { ahead, t, tolerance, burst, window } => RateLimitInfo {
+            Info::Gcra { ahead, t, tolerance, burst, quota, window } => RateLimitInfo {
                 limit: burst,
+                quota,
                 window,
                 remaining: u32::try_from(tolerance.saturating_sub(ahead) / t.max(1))
                     .unwrap_or(u32::MAX)
@@ -83,6 +84,7 @@ impl Decision {
             t: gcra.interval(),
             tolerance: gcra.tolerance(),
             burst: gcra.burst(),
+            quota: quota.count(),
             window: quota.period(),
         };
         Decision { verdict, info }
