@@ -163,10 +163,16 @@ enum Trust {
 ///
 /// **When there is no peer address** — a server that does not record it
 /// (axum without `into_make_service_with_connect_info`, or the facade without
-/// its `axum`/`tonic` feature) — every request gets the shared key `0.0.0.0`:
-/// one bucket for everybody. That is never silent: the first time, an error
-/// is logged (`tracing`), and every time [`ClientIp::missing_peer_count`]
-/// counts it (and, with the `metrics` feature, the counter
+/// its `axum`/`tonic` feature) — the choice is yours:
+///
+/// - by default every such request gets the shared key `0.0.0.0`: one
+///   bucket for everybody, a degraded service rather than an outage;
+/// - with [`RefuseUnknownPeer`] as the rate limit's cost, every such
+///   request is refused (429, no `Retry-After`) instead.
+///
+/// Either way it is never silent: the first time, an error is logged
+/// (`tracing`), and every time [`ClientIp::missing_peer_count`] counts it
+/// (and, with the `metrics` feature, the counter
 /// `backpressure_client_ip_missing_peer_total`).
 ///
 /// ```
@@ -274,6 +280,39 @@ impl ClientIp {
         match ip.to_canonical() {
             v4 @ IpAddr::V4(_) => v4,
             v6 => mask(v6, self.ipv6_prefix),
+        }
+    }
+}
+
+/// A rate limit's cost for requests keyed by [`ClientIp`] that refuses the
+/// requests with no peer address instead of putting them all in the shared
+/// `0.0.0.0` bucket: they cost more than any burst, so the rate limit turns
+/// them away at once (429, no `Retry-After`: waiting will not help). Every
+/// other request costs 1.
+///
+/// ```
+/// use backpressure_http::{ClientIp, RefuseUnknownPeer};
+/// use backpressure_rate::{Quota, RateLimitLayer};
+///
+/// let layer = RateLimitLayer::builder(Quota::per_second(20))
+///     .keyed(ClientIp::peer())
+///     .cost(RefuseUnknownPeer)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<(), backpressure_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RefuseUnknownPeer;
+
+impl<B> Extract<Request<B>> for RefuseUnknownPeer {
+    type Output = u32;
+
+    fn extract(&self, req: &Request<B>) -> u32 {
+        if peer_ip(req).is_some() {
+            1
+        } else {
+            missing_peer();
+            u32::MAX
         }
     }
 }

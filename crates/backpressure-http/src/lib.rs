@@ -49,7 +49,7 @@ mod respond;
 
 pub use extract::{
     ClientIp, ForwardingHeader, HeaderKey, InvalidIpRange, IpRange, MethodKey, PathKey,
-    PriorityHeader, client_ip, peer_ip,
+    PriorityHeader, RefuseUnknownPeer, client_ip, peer_ip,
 };
 #[cfg(feature = "tonic")]
 pub use named::{Named, named};
