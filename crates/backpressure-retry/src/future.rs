@@ -102,7 +102,8 @@ where
         }
         let delay =
             shared.backoff.delay(retries + 1, &shared.draw).max(not_before.unwrap_or_default());
-        if deadline.is_some_and(|d| instant_after(Instant::now(), delay) >= d.instant()) {
+        let needed = delay.saturating_add(shared.min_attempt_time);
+        if deadline.is_some_and(|d| instant_after(Instant::now(), needed) >= d.instant()) {
             counters.denied_deadline.fetch_add(1, Relaxed);
             tracing::debug!(layer = %shared.name, "retry: no time left before the deadline");
             return Next::Return;

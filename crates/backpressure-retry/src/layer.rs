@@ -20,6 +20,7 @@ pub(crate) struct Shared<P> {
     pub(crate) backoff: Backoff,
     pub(crate) max_attempts: u32,
     pub(crate) max_retry_after: Duration,
+    pub(crate) min_attempt_time: Duration,
     pub(crate) draw: Draw,
     pub(crate) name: LayerName,
     pub(crate) counters: Arc<Counters>,
@@ -96,6 +97,7 @@ impl<P> RetryLayer<P> {
             backoff: Backoff::default(),
             max_attempts: 3,
             max_retry_after: Duration::from_secs(30),
+            min_attempt_time: Duration::from_millis(10),
             seed: None,
             name: LayerName::from("retry"),
         }
@@ -126,6 +128,7 @@ pub struct RetryLayerBuilder<P> {
     backoff: Backoff,
     max_attempts: u32,
     max_retry_after: Duration,
+    min_attempt_time: Duration,
     seed: Option<u64>,
     name: LayerName,
 }
@@ -161,6 +164,18 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
+    /// The least time a retry must have left before the request's deadline,
+    /// after its backoff, to be sent at all (default 10 ms). An attempt with
+    /// less would be refused by a send-deadline margin below (the client
+    /// preset's is 5 ms) or cut at once; then its refusal would replace the
+    /// answer the request already had (a 504, say) with a bare
+    /// `DeadlineExceeded`.
+    #[must_use]
+    pub fn min_attempt_time(mut self, min: Duration) -> Self {
+        self.min_attempt_time = min;
+        self
+    }
+
     /// Seeds the jitter, for reproducible runs. Default: random.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -191,6 +206,7 @@ impl<P> RetryLayerBuilder<P> {
                 backoff: self.backoff,
                 max_attempts: self.max_attempts,
                 max_retry_after: self.max_retry_after,
+                min_attempt_time: self.min_attempt_time,
                 draw: self.seed.map_or_else(Draw::from_entropy, Draw::new),
                 name: self.name,
                 counters: Arc::default(),

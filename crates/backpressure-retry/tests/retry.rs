@@ -210,3 +210,36 @@ fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> 
         std::task::Poll::Pending => None,
     }
 }
+
+/// A retry needs time left to be worth sending: with 4 ms left (less than
+/// `min_attempt_time`), the 504 the request already has is the answer. The
+/// first version retried into the client preset's 5 ms send margin, and the
+/// send layer's `DeadlineExceeded` replaced the 504 (a flaky
+/// `tests/client.rs`).
+#[tokio::test(start_paused = true)]
+async fn no_retry_without_time_for_an_attempt() {
+    let log = Log::default();
+    let svc = service_fn({
+        let log = log.clone();
+        move |req: Req| {
+            log.0.lock().unwrap().push((Instant::now(), req.body().clone(), Deadline::current()));
+            async move {
+                tokio::time::sleep(Duration::from_millis(96)).await;
+                Ok::<_, BoxError>(status(504))
+            }
+        }
+    });
+    let retry = RetryLayer::builder(HttpRetry::new())
+        .max_attempts(3)
+        .backoff(Backoff::new(Duration::from_micros(1), Duration::from_micros(2)).unwrap())
+        .seed(1)
+        .build()
+        .unwrap();
+    let mut svc = retry.layer(svc);
+    let deadline = Deadline::after(Duration::from_millis(100));
+    svc.ready().await.unwrap();
+    let fut = deadline.scope(|| svc.call(Request::get("/").body(String::new()).unwrap()));
+    assert_eq!(fut.await.unwrap().status(), 504, "the answer it had");
+    assert_eq!(log.len(), 1, "no retry with 4 ms left");
+    assert_eq!(retry.handle().snapshot().denied_by_deadline, 1);
+}
