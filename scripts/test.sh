@@ -21,6 +21,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quie
 echo "==> overload lab (smoke run)"
 cargo run --release --quiet --example overload -- --duration 2 >/dev/null
 
+echo "==> overload lab in a terminal (a pseudo-terminal: its progress line must not hang it)"
+# CI has no terminal; the first version of the progress line hung forever on
+# one (clear_progress called itself), which only a terminal shows.
+timeout 120 script -qec "cargo run --release --quiet --example overload -- --duration 1 --loads 2 --stacks adaptive" /dev/null >/dev/null
+
 echo "==> loom model of the concurrency limiter's lock-free handoff"
 RUSTFLAGS="--cfg backpressure_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
     cargo test -p backpressure-concurrency --lib --release --quiet loom
