@@ -325,38 +325,3 @@ async fn rate_limit_rejections_carry_the_policy_legacy_headers_and_a_custom_body
     assert_eq!(header("content-type").as_deref(), Some("application/problem+json"));
     assert_eq!(res.body(), r#"{"status":429,"detail":"rate_limited"}"#);
 }
-
-/// No peer address: a shared bucket by default, or refused with
-/// `RefuseUnknownPeer` — a documented choice, and counted either way.
-#[tokio::test(start_paused = true)]
-async fn a_missing_peer_shares_a_bucket_or_is_refused() {
-    use backpressure::http::RefuseUnknownPeer;
-    use tower::{Layer, ServiceExt};
-
-    let ok = tower::service_fn(|_: http::Request<String>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-    });
-    let shared = ServerPreset::new()
-        .unwrap()
-        .rate_limit(
-            RateLimitLayer::builder(Quota::per_minute(10)).keyed(ClientIp::peer()).build().unwrap(),
-        )
-        .layer(ok);
-    let refusing = ServerPreset::new()
-        .unwrap()
-        .rate_limit(
-            RateLimitLayer::builder(Quota::per_minute(10))
-                .keyed(ClientIp::peer())
-                .cost(RefuseUnknownPeer)
-                .build()
-                .unwrap(),
-        )
-        .layer(ok);
-    let before = ClientIp::missing_peer_count();
-    let res = shared.oneshot(http::Request::new(String::new())).await.unwrap();
-    assert_eq!(res.status(), 200, "the shared bucket");
-    let res = refusing.oneshot(http::Request::new(String::new())).await.unwrap();
-    assert_eq!(res.status(), 429, "refused");
-    assert!(res.headers().get("retry-after").is_none(), "waiting will not help");
-    assert!(ClientIp::missing_peer_count() >= before + 2, "counted either way");
-}

@@ -308,12 +308,9 @@ impl<B> Extract<Request<B>> for RefuseUnknownPeer {
     type Output = u32;
 
     fn extract(&self, req: &Request<B>) -> u32 {
-        if peer_ip(req).is_some() {
-            1
-        } else {
-            missing_peer();
-            u32::MAX
-        }
+        // Not counted here: the `ClientIp` key of the same request already
+        // logged and counted the missing peer.
+        if peer_ip(req).is_some() { 1 } else { u32::MAX }
     }
 }
 
