@@ -142,9 +142,7 @@ where
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Pending { svc, req, deadline } => {
-                    if let Some(queued) = this.queued.as_mut()
-                        && !queued.waiter.is_settled()
-                    {
+                    if let Some(queued) = this.queued.as_mut() {
                         let queued = queued.as_mut().project();
                         let waiter = queued.waiter;
                         let shared = waiter.shared();
@@ -156,13 +154,14 @@ where
                             }
                         };
                         // The slot is collected: the waiter has nothing left
-                        // to give back, only its handle on the limiter.
+                        // to give back, only its handle on the limiter; the
+                        // box (and its timer) goes now, not at the call.
                         let shared = waiter.settle();
+                        *this.queued = None;
                         match admitted {
                             Ok(()) => *this.permit = Some(Permit::new(shared, true)),
                             Err(kind) => {
                                 let error = shared.rejected(kind);
-                                *this.queued = None;
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(error.into()));
                             }
@@ -184,7 +183,6 @@ where
                             "concurrency limit future polled after a panic".into()
                         ));
                     };
-                    *this.queued = None;
                     let fut = Deadline::scope_opt(*deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }

@@ -116,11 +116,6 @@ impl Waiter {
         self.shared.as_ref().expect("waiter used after it left the queue")
     }
 
-    /// Whether [`settle`](Self::settle) has been called.
-    pub(crate) fn is_settled(&self) -> bool {
-        self.shared.is_none()
-    }
-
     /// Its slot has been collected (with or without a permit): take the
     /// limiter's handle; dropping the waiter then does nothing.
     pub(crate) fn settle(&mut self) -> Arc<Shared> {
