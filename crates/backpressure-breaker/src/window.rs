@@ -202,8 +202,11 @@ impl TimeWindow {
                 break;
             }
             if seen == RESETTING {
-                std::hint::spin_loop();
-                continue;
+                // Another writer is moving the bucket to this epoch. Drop
+                // this one call rather than spin behind a writer that may
+                // be descheduled: the window's rates lose nothing that
+                // matters.
+                return;
             }
             if seen > epoch {
                 // A writer that stalled across the bucket's whole ring: its
