@@ -239,7 +239,9 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
         self
     }
 
-    /// The queue's order (default FIFO).
+    /// How the queue orders and cuts its waiters (default FIFO;
+    /// [`Discipline::codel()`] keeps a queue from standing under sustained
+    /// overload).
     #[must_use]
     pub fn discipline(mut self, discipline: Discipline) -> Self {
         self.discipline = discipline;

@@ -28,9 +28,13 @@ impl Permit {
         let start = if shared.is_adaptive() {
             let in_flight = shared.counter.in_flight();
             // The limit, not the backend, was the bottleneck for this
-            // request: it had to wait, or it took the last permit.
-            let saturated =
-                waited || in_flight >= shared.limit.load(Relaxed) || shared.counter.has_waiters();
+            // request: it had to wait, or it took the last permit, or the
+            // queue stands (CoDel cut it short: a permit freed by a higher
+            // limit goes to newcomers, not to a long line of waiters).
+            let saturated = waited
+                || in_flight >= shared.limit.load(Relaxed)
+                || shared.counter.has_waiters()
+                || shared.standing.load(Relaxed);
             let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX >> 1).min(SATURATED - 1);
             Some((Instant::now(), in_flight | if saturated { SATURATED } else { 0 }))
         } else {

@@ -3,7 +3,7 @@
 use std::{
     sync::{
         Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     task::{Context, Poll},
     time::Duration,
@@ -51,6 +51,10 @@ pub(crate) struct Shared {
     pub(crate) max_queue: usize,
     pub(crate) max_wait: Duration,
     queue: Mutex<WaitQueue>,
+    /// CoDel says the queue stands: the limit is the bottleneck even for a
+    /// request that finds a permit free (the queue was just cut short).
+    /// Mirrors the queue's state after each slow-path visit.
+    pub(crate) standing: AtomicBool,
     algorithm: Option<Mutex<Box<dyn LimitAlgorithm>>>,
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
@@ -76,7 +80,8 @@ impl Shared {
             shares: config.shares,
             max_queue: config.max_queue,
             max_wait: config.max_wait,
-            queue: Mutex::new(WaitQueue::new(config.discipline, Instant::now())),
+            queue: Mutex::new(WaitQueue::new(config.discipline, config.max_queue, Instant::now())),
+            standing: AtomicBool::new(false),
             algorithm: config.algorithm.map(Mutex::new),
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
@@ -153,6 +158,7 @@ impl Shared {
         if remaining == Some(Duration::ZERO) {
             return Admit::Reject(RejectKind::DeadlineExceeded);
         }
+        self.cut_stale(&mut q, now);
         if q.len() >= self.max_queue {
             match q.evict_below(priority, now) {
                 Some(waker) => {
@@ -187,6 +193,8 @@ impl Shared {
     /// Hands free permits to waiters, highest priority first. Caller holds
     /// the lock.
     fn dispatch(&self, q: &mut WaitQueue, now: Instant) {
+        self.cut_stale(q, now);
+        self.mirror_standing(q);
         while let Some(priority) = q.next_priority() {
             // Thresholds grow with priority: if the best waiter cannot have a
             // permit, nobody behind it can.
@@ -202,6 +210,24 @@ impl Shared {
             };
             if let Some(waker) = waker {
                 waker.wake();
+            }
+        }
+    }
+
+    fn mirror_standing(&self, q: &WaitQueue) {
+        let standing = q.standing();
+        if self.standing.load(Relaxed) != standing {
+            self.standing.store(standing, Relaxed);
+        }
+    }
+
+    /// Rejects the waiters CoDel says have waited too long in a standing
+    /// queue. Caller holds the lock.
+    fn cut_stale(&self, q: &mut WaitQueue, now: Instant) {
+        while let Some(waker) = q.cut_stale(now) {
+            self.counter.remove_waiter();
+            if let Some(w) = waker {
+                w.wake();
             }
         }
     }
@@ -266,7 +292,7 @@ impl Shared {
         let mut q = self.lock();
         let now = Instant::now();
         let enqueued = q.enqueued_at(slot);
-        match q.release_slot(slot, now) {
+        match q.expire_slot(slot, now) {
             SlotState::Waiting => {
                 self.counter.remove_waiter();
                 Err(kind)

@@ -205,7 +205,7 @@ async fn readiness_is_awaited_while_holding_the_permit() {
 async fn service_order(discipline: Discipline, gap: Duration) -> Vec<u32> {
     let layer = ConcurrencyLimitLayer::builder()
         .limit(1)
-        .max_queue(10)
+        .max_queue(4)
         .max_wait(Duration::from_secs(10))
         .discipline(discipline)
         .build()
@@ -239,7 +239,8 @@ async fn fifo_lifo_and_codel_orders() {
     assert_eq!(service_order(Discipline::Lifo, Duration::ZERO).await, vec![0, 4, 3, 2, 1]);
     // CoDel is FIFO while the queue is young...
     assert_eq!(service_order(Discipline::codel(), Duration::ZERO).await, vec![0, 1, 2, 3, 4]);
-    // ...and once it has been non-empty for its interval, newest first.
+    // ...and once it has stood (filled to nine tenths, 3 of 4, and still
+    // full an interval later), newest first.
     let congested = Discipline::Codel {
         target: Duration::from_secs(10),
         interval: Duration::from_millis(1),
@@ -252,9 +253,10 @@ async fn fifo_lifo_and_codel_orders() {
 
 #[tokio::test(start_paused = true)]
 async fn codel_cuts_waits_short_once_the_queue_stands() {
+    // A queue of 2: one waiter fills it to nine tenths.
     let layer = ConcurrencyLimitLayer::builder()
         .limit(1)
-        .max_queue(100)
+        .max_queue(2)
         .max_wait(Duration::from_secs(5))
         .discipline(Discipline::Codel {
             target: Duration::from_millis(5),
@@ -266,17 +268,59 @@ async fn codel_cuts_waits_short_once_the_queue_stands() {
     let mut svc = layer.layer(Gauge::default().service::<()>(10_000));
     let mut running = task::spawn(svc.call(()));
     assert_pending!(running.poll());
-    // The first waiter arrives at an empty queue: it may wait max_wait.
+    // The first waiter arrives at a draining queue: it may wait max_wait.
     let mut early = task::spawn(svc.call(()));
     assert_pending!(early.poll());
     advance(Duration::from_millis(150)).await;
-    // The queue has stood for 150 ms > interval: a newcomer gets 5 ms.
+    // An interval later the queue is still full: it stands, and a
+    // newcomer gets 5 ms.
     let mut late = task::spawn(svc.call(()));
     assert_pending!(late.poll());
     advance(Duration::from_millis(5)).await;
     let err = assert_ready!(late.poll()).expect_err("cut short");
     assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
+    // The early waiter had already waited 150 ms when the newcomer found
+    // the queue standing: it was cut then, not left to its 5 s budget.
+    let err = assert_ready!(early.poll()).expect_err("stale waiter cut");
+    assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
+}
+
+/// CoDel's budget is not fixed at enqueue: requests that queued while the
+/// queue was draining (and got `max_wait`) are cut as soon as the queue
+/// stands and they have waited past `target` — here at the next permit
+/// handed out — rather than served 150 ms stale or left to their 5 s.
+#[tokio::test(start_paused = true)]
+async fn codel_cuts_waiters_that_queued_before_the_queue_stood() {
+    let layer = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(3)
+        .max_wait(Duration::from_secs(5))
+        .discipline(Discipline::Codel {
+            target: Duration::from_millis(5),
+            interval: Duration::from_millis(100),
+            adaptive_lifo: false,
+        })
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Gauge::default().service::<()>(10_000));
+    let mut running = task::spawn(svc.call(()));
+    assert_pending!(running.poll());
+    // Two waiters (nine tenths of 3) queue with a budget of 5 s each.
+    let mut early = task::spawn(svc.call(()));
     assert_pending!(early.poll());
+    let mut second = task::spawn(svc.call(()));
+    assert_pending!(second.poll());
+    advance(Duration::from_millis(150)).await;
+    // The running request finishes: the queue has not drained in an
+    // interval, so both stale waiters are cut instead of served.
+    drop(running);
+    for waiter in [&mut early, &mut second] {
+        let err = assert_ready!(waiter.poll()).expect_err("stale waiter cut");
+        assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
+    }
+    assert_eq!(handle.in_flight(), 0);
+    assert_eq!(handle.queued(), 0);
 }
 
 #[tokio::test(start_paused = true)]
