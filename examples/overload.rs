@@ -46,7 +46,7 @@ use std::{
 use backpressure_lab::{
     scenarios::{self, Lab, Row},
     sim::{self, Report},
-    stacks::Stack,
+    stacks::{Queue, Stack},
 };
 
 #[global_allocator]
@@ -64,7 +64,9 @@ struct Args {
 }
 
 const USAGE: &str = "usage: overload [--all] [--duration SECONDS] [--seed N] [--loads 0.5,1,2,5,20]
-                [--stacks none,tower,fixed,adaptive] [--svg PATH] [--real]";
+                [--stacks none,tower,fixed,adaptive] [--svg PATH] [--real]
+  --stacks also takes the queue disciplines, each in front of the adaptive
+  limit: fifo, lifo, codel, codel-lifo, timed";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -111,9 +113,15 @@ fn parse_args() -> Result<Args, String> {
                         "tower" => Ok(Stack::Tower),
                         "fixed" => Ok(Stack::Fixed),
                         "adaptive" => Ok(Stack::Adaptive),
-                        other => Err(format!(
-                            "--stacks: unknown stack {other:?} (none, tower, fixed, adaptive)"
-                        )),
+                        other => Queue::ALL.iter().find(|q| q.arg() == other).map_or_else(
+                            || {
+                                Err(format!(
+                                    "--stacks: unknown stack {other:?} (none, tower, fixed, adaptive, \
+                                     or a queue: fifo, lifo, codel, codel-lifo, timed)"
+                                ))
+                            },
+                            |&q| Ok(Stack::Queue(q)),
+                        ),
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -256,7 +264,9 @@ fn real_world(lab: &Lab, done: &mut usize) {
             .report
             .events
             .iter()
-            .filter(|e| e.at >= after && e.latency < Duration::from_millis(500))
+            .filter(|e| {
+                e.at - e.latency.as_secs_f32() >= after && e.latency < Duration::from_millis(500)
+            })
             .map(|e| e.latency)
             .collect();
         fast.sort_unstable();
@@ -264,10 +274,12 @@ fn real_world(lab: &Lab, done: &mut usize) {
             .report
             .events
             .iter()
-            .filter(|e| e.at >= after && e.latency >= Duration::from_millis(500))
+            .filter(|e| {
+                e.at - e.latency.as_secs_f32() >= after && e.latency >= Duration::from_millis(500)
+            })
             .count();
         println!(
-            "  {:<12} queries that reached the hung backend: {:>4}; from 5 s on: {} failed fast (max {:?}), {} waited out the timeout",
+            "  {:<12} queries that reached the hung backend: {:>4}; sent from 5 s on: {} failed fast (max {:?}), {} waited out the timeout",
             r.stack.name(),
             r.report.backend_hung,
             fast.len(),
@@ -360,6 +372,23 @@ fn main() {
         println!(
             "  {:<12} rejected {:.2} % of {} requests",
             r.stack.name(),
+            100.0 * r.report.rejected as f64 / r.report.sent as f64,
+            r.report.sent
+        );
+    }
+
+    println!(
+        "\nqueues: the adaptive limit with a queue of 100 under each discipline (default: fifo)"
+    );
+    let queues = scenarios::queues(&lab, |w| progress(&mut done, w));
+    clear_progress();
+    header();
+    rows(&lab, &queues);
+    for r in queues.iter().filter(|r| r.label.contains("bursts")) {
+        println!(
+            "  {:<12} {:<18} rejected {:.2} % of {} requests",
+            r.stack.name(),
+            r.label,
             100.0 * r.report.rejected as f64 / r.report.sent as f64,
             r.report.sent
         );

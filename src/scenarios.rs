@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     sim::{self, Backend, BackendConfig, Clients, LoadConfig, Report, SlowPeriod},
-    stacks::Stack,
+    stacks::{Queue, Stack},
 };
 
 /// The lab's bench: a simulation runtime, the backend's shape and its
@@ -98,6 +98,26 @@ pub fn bursty(lab: &Lab) -> Vec<Row> {
             report: lab.run(stack, &load),
         })
         .collect()
+}
+
+/// The loads of [`queues`]' sustained overload rows.
+pub const QUEUE_LOADS: [f64; 4] = [1.0, 2.0, 5.0, 20.0];
+
+/// Queues side by side: the adaptive limit with each [`Queue`] discipline
+/// at 1×, 2×, 5× and 20× (a queue must not stand under sustained overload),
+/// then at bursty 0.9× (it must still absorb bursts).
+pub fn queues(lab: &Lab, mut progress: impl FnMut(&str)) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let bursty = LoadConfig { burst: 10, ..lab.load(0.9) };
+    let loads = QUEUE_LOADS.iter().map(|&f| (format!("{f}x"), lab.load(f)));
+    for (label, load) in loads.chain([("0.9x bursts of 10".to_string(), bursty)]) {
+        for q in Queue::ALL {
+            progress(&format!("queues {label} {}", q.name()));
+            let stack = Stack::Queue(q);
+            rows.push(Row { label: label.clone(), stack, report: lab.run(stack, &load) });
+        }
+    }
+    rows
 }
 
 /// When the capacity change starts and ends, and how long the run lasts.

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use backpressure::{
     breaker::{CircuitBreakerLayer, SlidingWindow},
-    concurrency::{ConcurrencyLimitLayer, Gradient2},
+    concurrency::{ConcurrencyLimitLayer, Discipline, Gradient2},
     core::{BoxError, Extract, Priority},
     shed::LoadShedLayer,
     timeout::TimeoutLayer,
@@ -35,6 +35,74 @@ pub enum Stack {
     /// tower's stack with its limit set to this instead of the pool size:
     /// what an operator who does not know the capacity ships.
     TowerMistuned(usize),
+    /// `Adaptive` with another queue discipline (same queue size, 100):
+    /// the side-by-side comparison of queues.
+    Queue(Queue),
+}
+
+/// The queue disciplines the lab compares, each in front of the adaptive
+/// limit with a queue of 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Oldest first, each request may wait up to 1 s: the default until
+    /// CoDel replaced it.
+    Fifo,
+    /// Newest first, up to 1 s.
+    Lifo,
+    /// CoDel (5 ms target, 100 ms interval), served oldest first.
+    Codel,
+    /// CoDel with adaptive LIFO (Facebook's recipe): the default.
+    CodelLifo,
+    /// Oldest first, each request may wait at most 15 ms (a queue bounded
+    /// by time rather than length).
+    Timed,
+}
+
+impl Queue {
+    /// Every discipline, in table order.
+    pub const ALL: [Queue; 5] =
+        [Queue::Fifo, Queue::Lifo, Queue::Codel, Queue::CodelLifo, Queue::Timed];
+
+    /// The table label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::Fifo => "q fifo",
+            Queue::Lifo => "q lifo",
+            Queue::Codel => "q codel",
+            Queue::CodelLifo => "q codel+lifo",
+            Queue::Timed => "q fifo 15ms",
+        }
+    }
+
+    /// The `--stacks` name.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Queue::Fifo => "fifo",
+            Queue::Lifo => "lifo",
+            Queue::Codel => "codel",
+            Queue::CodelLifo => "codel-lifo",
+            Queue::Timed => "timed",
+        }
+    }
+
+    /// The discipline and the longest wait it is configured with.
+    pub fn config(self) -> (Discipline, Duration) {
+        let second = Duration::from_secs(1);
+        match self {
+            Queue::Fifo => (Discipline::Fifo, second),
+            Queue::Lifo => (Discipline::Lifo, second),
+            Queue::Codel => (
+                Discipline::Codel {
+                    target: Duration::from_millis(5),
+                    interval: Duration::from_millis(100),
+                    adaptive_lifo: false,
+                },
+                second,
+            ),
+            Queue::CodelLifo => (Discipline::codel(), second),
+            Queue::Timed => (Discipline::Fifo, Duration::from_millis(15)),
+        }
+    }
 }
 
 impl Stack {
@@ -51,6 +119,7 @@ impl Stack {
             Stack::Breaker => "bp + breaker",
             Stack::TowerMistuned(n) if n > 20 => "tower x10",
             Stack::TowerMistuned(_) => "tower /4",
+            Stack::Queue(q) => q.name(),
         }
     }
 
@@ -78,11 +147,19 @@ impl Stack {
                     .service(backend.clone());
                 rt.block_on(sim::run(svc, &backend, load, None))
             }
-            Stack::Fixed | Stack::Adaptive | Stack::Breaker => {
+            Stack::Fixed | Stack::Adaptive | Stack::Breaker | Stack::Queue(_) => {
                 let builder = ConcurrencyLimitLayer::builder();
                 let builder = match self {
                     // A queue of 5 pools: the preset's 100 at the lab's pool of 20.
                     Stack::Fixed => builder.limit(config.pool).max_queue(config.pool * 5),
+                    Stack::Queue(q) => {
+                        let (discipline, max_wait) = q.config();
+                        builder
+                            .adaptive(Gradient2::new().probe_seed(7))
+                            .max_queue(100)
+                            .max_wait(max_wait)
+                            .discipline(discipline)
+                    }
                     _ => builder.adaptive(Gradient2::new().probe_seed(7)).max_queue(100),
                 };
                 let limit =

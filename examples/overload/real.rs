@@ -63,15 +63,24 @@ fn app(stack: Stack, backend: Backend, pool: usize) -> Router {
                     .timeout(timeout),
             )
         }
-        Stack::Fixed | Stack::Adaptive | Stack::Breaker => {
+        Stack::Fixed | Stack::Adaptive | Stack::Breaker | Stack::Queue(_) => {
             let builder = ConcurrencyLimitLayer::builder();
-            let builder = if stack == Stack::Fixed {
-                builder.limit(pool).max_queue(pool * 5)
-            } else {
-                builder.adaptive(Gradient2::new().probe_seed(7)).max_queue(100)
+            let builder = match stack {
+                Stack::Fixed => builder.limit(pool).max_queue(pool * 5).max_wait(timeout),
+                Stack::Queue(q) => {
+                    let (discipline, max_wait) = q.config();
+                    builder
+                        .adaptive(Gradient2::new().probe_seed(7))
+                        .max_queue(100)
+                        .max_wait(max_wait)
+                        .discipline(discipline)
+                }
+                _ => builder
+                    .adaptive(Gradient2::new().probe_seed(7))
+                    .max_queue(100)
+                    .max_wait(timeout),
             };
             let limit = builder
-                .max_wait(timeout)
                 .priority(PriorityHeader::default())
                 .classify(HttpClassify)
                 .build()

@@ -6,7 +6,7 @@ use std::{error::Error, path::Path};
 use backpressure_lab::{
     scenarios::{Lab, Row},
     sim::Report,
-    stacks::Stack,
+    stacks::{Queue, Stack},
 };
 use plotters::prelude::*;
 
@@ -17,6 +17,13 @@ fn color(stack: Stack) -> RGBColor {
         Stack::Fixed => RGBColor(31, 119, 180),
         Stack::Adaptive => RGBColor(44, 160, 44),
         Stack::Breaker => RGBColor(148, 103, 189),
+        Stack::Queue(q) => match q {
+            Queue::Fifo => RGBColor(255, 127, 14),
+            Queue::Lifo => RGBColor(140, 86, 75),
+            Queue::Codel => RGBColor(227, 119, 194),
+            Queue::CodelLifo => RGBColor(23, 190, 207),
+            Queue::Timed => RGBColor(188, 189, 34),
+        },
     }
 }
 
