@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use backpressure::{
     breaker::{CircuitBreakerLayer, SlidingWindow},
-    concurrency::{ConcurrencyLimitLayer, Discipline, Gradient2},
+    concurrency::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer, Discipline, Gradient2},
     core::{BoxError, Extract, Priority},
     shed::LoadShedLayer,
     timeout::TimeoutLayer,
@@ -85,6 +85,17 @@ impl Queue {
         }
     }
 
+    /// The adaptive limit (untuned Gradient2, queue of 100) with this
+    /// discipline: the lab's and `--real`'s `Stack::Queue` limiter.
+    pub fn limit_builder(self) -> ConcurrencyLimitBuilder {
+        let (discipline, max_wait) = self.config();
+        ConcurrencyLimitLayer::builder()
+            .adaptive(Gradient2::new().probe_seed(7))
+            .max_queue(100)
+            .max_wait(max_wait)
+            .discipline(discipline)
+    }
+
     /// The discipline and the longest wait it is configured with.
     pub fn config(self) -> (Discipline, Duration) {
         let second = Duration::from_secs(1);
@@ -152,14 +163,7 @@ impl Stack {
                 let builder = match self {
                     // A queue of 5 pools: the preset's 100 at the lab's pool of 20.
                     Stack::Fixed => builder.limit(config.pool).max_queue(config.pool * 5),
-                    Stack::Queue(q) => {
-                        let (discipline, max_wait) = q.config();
-                        builder
-                            .adaptive(Gradient2::new().probe_seed(7))
-                            .max_queue(100)
-                            .max_wait(max_wait)
-                            .discipline(discipline)
-                    }
+                    Stack::Queue(q) => q.limit_builder(),
                     _ => builder.adaptive(Gradient2::new().probe_seed(7)).max_queue(100),
                 };
                 let limit =

@@ -67,14 +67,7 @@ fn app(stack: Stack, backend: Backend, pool: usize) -> Router {
             let builder = ConcurrencyLimitLayer::builder();
             let builder = match stack {
                 Stack::Fixed => builder.limit(pool).max_queue(pool * 5).max_wait(timeout),
-                Stack::Queue(q) => {
-                    let (discipline, max_wait) = q.config();
-                    builder
-                        .adaptive(Gradient2::new().probe_seed(7))
-                        .max_queue(100)
-                        .max_wait(max_wait)
-                        .discipline(discipline)
-                }
+                Stack::Queue(q) => q.limit_builder(),
                 _ => builder
                     .adaptive(Gradient2::new().probe_seed(7))
                     .max_queue(100)
