@@ -14,7 +14,8 @@
 //! - `tower`: tower's best hand-tuned stack, `LoadShed -> ConcurrencyLimit(20)
 //!   -> Timeout(1 s)`, with the limit set to exactly the pool size;
 //! - `fixed`: the server preset's layers in its order — timeout (1 s) ->
-//!   priority-aware shedding -> concurrency limit 20 with a FIFO queue of 100;
+//!   priority-aware shedding -> concurrency limit 20 with the default
+//!   (CoDel) queue of 100;
 //! - `adaptive`: the same with the preset's untuned `Gradient2` limit, which
 //!   must find the capacity itself.
 //!
@@ -378,7 +379,7 @@ fn main() {
     }
 
     println!(
-        "\nqueues: the adaptive limit with a queue of 100 under each discipline (default: fifo)"
+        "\nqueues: the adaptive limit with a queue of 100 under each discipline (default: codel+lifo)"
     );
     let queues = scenarios::queues(&lab, |w| progress(&mut done, w));
     clear_progress();

@@ -22,8 +22,8 @@ pub enum Stack {
     /// -> Timeout(1 s)`, the limit set to exactly the pool size.
     Tower,
     /// Ours, the server preset's layers in its order: timeout (1 s) ->
-    /// priority-aware shedding -> concurrency limit = pool size, a FIFO queue
-    /// of 5 pools (the server preset's 100).
+    /// priority-aware shedding -> concurrency limit = pool size, the default
+    /// (CoDel) queue of 5 pools (the server preset's 100).
     Fixed,
     /// The same with the preset's untuned `Gradient2` limit and its queue
     /// (100, at most 1 s).

@@ -52,7 +52,7 @@ impl ConcurrencyLimitLayer {
             limit: None,
             max_queue: None,
             max_wait: Duration::from_secs(1),
-            discipline: Discipline::Fifo,
+            discipline: Discipline::default(),
             shares: DEFAULT_SHARES,
             priority: DefaultPriority,
             deadline: CurrentDeadline,
@@ -239,9 +239,11 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
         self
     }
 
-    /// How the queue orders and cuts its waiters (default FIFO;
-    /// [`Discipline::codel()`] keeps a queue from standing under sustained
-    /// overload).
+    /// How the queue orders and cuts its waiters (default
+    /// [`Discipline::codel()`]: FIFO while the queue drains, so bursts are
+    /// absorbed, and no request waits long behind a queue that stands
+    /// under sustained overload). [`Discipline::Fifo`] keeps every waiter's
+    /// `max_wait` whatever happens.
     #[must_use]
     pub fn discipline(mut self, discipline: Discipline) -> Self {
         self.discipline = discipline;

@@ -60,7 +60,11 @@
 //!   most `max_wait` and never past its [`Deadline`](backpressure_core::Deadline).
 //!   Queue full: `Rejected(Overloaded)` at once. Waited too long:
 //!   `Rejected(QueueTimeout)`. Deadline passed: `Rejected(DeadlineExceeded)`.
-//!   `max_queue(0)` rejects instead of queuing.
+//!   `max_queue(0)` rejects instead of queuing. The default [`Discipline`]
+//!   is CoDel: FIFO while the queue drains (bursts are absorbed), and once
+//!   it stands under sustained overload, nobody waits much past 5 ms behind
+//!   it — newest first, stale waiters cut (`Rejected(QueueTimeout)`).
+//!   [`Discipline::Fifo`] keeps every waiter's `max_wait` instead.
 //! - **Hand-off, not a thundering herd.** A released permit goes to the next
 //!   waiter directly (highest priority first, then by [`Discipline`]); new
 //!   arrivals cannot barge past queued requests.

@@ -171,7 +171,7 @@ impl Shared {
                 None => return Admit::Reject(RejectKind::Overloaded),
             }
         }
-        let budget = q.wait_budget(now, self.max_wait);
+        let budget = q.wait_budget(now, self.max_wait, priority);
         let (until, kind) = match remaining {
             Some(r) if r <= budget => (instant_after(now, r), RejectKind::DeadlineExceeded),
             _ => (instant_after(now, budget), RejectKind::QueueTimeout),

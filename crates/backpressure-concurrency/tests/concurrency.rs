@@ -279,10 +279,12 @@ async fn codel_cuts_waits_short_once_the_queue_stands() {
     advance(Duration::from_millis(5)).await;
     let err = assert_ready!(late.poll()).expect_err("cut short");
     assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
-    // The early waiter had already waited 150 ms when the newcomer found
-    // the queue standing: it was cut then, not left to its 5 s budget.
-    let err = assert_ready!(early.poll()).expect_err("stale waiter cut");
-    assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
+    // The early waiter is next in line: it waits for the one permit to
+    // come free (one service time), not behind a queue, so it is not cut.
+    assert_pending!(early.poll());
+    drop(running);
+    assert_pending!(early.poll()); // granted: now in the 10 s service
+    assert_eq!((layer.handle().in_flight(), layer.handle().queued()), (1, 0));
 }
 
 /// CoDel's budget is not fixed at enqueue: requests that queued while the
@@ -313,14 +315,14 @@ async fn codel_cuts_waiters_that_queued_before_the_queue_stood() {
     assert_pending!(second.poll());
     advance(Duration::from_millis(150)).await;
     // The running request finishes: the queue has not drained in an
-    // interval, so both stale waiters are cut instead of served.
+    // interval. The second waiter, a whole round of permits (one) behind
+    // the head and 150 ms old, is cut instead of served stale or left to
+    // its 5 s; the head is served.
     drop(running);
-    for waiter in [&mut early, &mut second] {
-        let err = assert_ready!(waiter.poll()).expect_err("stale waiter cut");
-        assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
-    }
-    assert_eq!(handle.in_flight(), 0);
-    assert_eq!(handle.queued(), 0);
+    let err = assert_ready!(second.poll()).expect_err("stale waiter cut");
+    assert_eq!(kind(&err), Some(RejectKind::QueueTimeout));
+    assert_pending!(early.poll()); // granted: now in the 10 s service
+    assert_eq!((handle.in_flight(), handle.queued()), (1, 0));
 }
 
 #[tokio::test(start_paused = true)]

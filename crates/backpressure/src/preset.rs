@@ -133,7 +133,9 @@ pub struct ServerPreset<R = Identity, B = Identity, H = Release, E = Internal> {
 impl ServerPreset {
     /// Safe defaults for a typical service: a 10 s deadline; an adaptive
     /// (Gradient2) limit starting at 20 with a queue of 100 and waits of at
-    /// most 1 s; every request at the default priority (no header is read
+    /// most 1 s, cut to about 5 ms while the queue stands under sustained
+    /// overload (the default CoDel [`Discipline`](crate::concurrency::Discipline));
+    /// every request at the default priority (no header is read
     /// until you opt in with [`priority_header`](Self::priority_header));
     /// shedding on the limit's occupancy. No rate limit and no breaker until
     /// you add them.
