@@ -209,3 +209,31 @@ fn the_deadline_extension_costs_three_allocations_on_a_bare_request() {
     // The map's box, its table, the boxed value.
     assert_eq!(http_allocations_per_request(preset.layer(http_trivial()), 1_000), 3.0);
 }
+
+/// The future a request travels in is moved into the future of every layer
+/// above it, so its size is paid per layer per request (`memmove` was 30 %
+/// of the preset's profile when the timeout, the rate limit and the
+/// concurrency limit each kept the request inline for their slow paths:
+/// 680 bytes; `perf record` on `preset_probe`). Those paths box it now.
+#[test]
+fn the_whole_server_presets_response_future_stays_small() {
+    use backpressure::preset::ServerPreset;
+    let preset = ServerPreset::new()
+        .unwrap()
+        .deadline_extension(false)
+        .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
+        .breaker(
+            CircuitBreakerLayer::builder()
+                .classify(backpressure::core::HttpClassify)
+                .build()
+                .unwrap(),
+        );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _ctx = rt.enter();
+    let mut svc = preset.layer(http_trivial());
+    let request = http::Request::new(());
+    let size = std::mem::size_of_val(&svc.call(http::Request::new(())));
+    println!("response future {size} B; the request alone {} B", std::mem::size_of_val(&request));
+    // 336-352 bytes today (680 before); tokio's timer alone is 96.
+    assert!(size <= 384, "the preset's response future grew to {size} bytes");
+}

@@ -27,15 +27,31 @@ fn time<S: Service<http::Request<()>>>(name: &str, mut svc: S)
 where
     S::Error: std::fmt::Debug,
 {
+    // `preset_probe <substring>` times only the rows whose name contains it
+    // (for `perf record`); `PROBE_CALLS` sets the timed calls (2M).
+    if std::env::args().nth(1).is_some_and(|only| !name.contains(&only)) {
+        return;
+    }
+    let _ = crate::ready_now_or_skip(&mut svc);
+    let size = std::mem::size_of_val(&svc.call(http::Request::new(())));
     for _ in 0..100_000 {
         let _ = call_now(&mut svc, http::Request::new(()));
     }
-    let n = 2_000_000;
+    let n: u32 =
+        std::env::var("PROBE_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000_000);
     let t = Instant::now();
     for _ in 0..n {
         let _ = black_box(call_now(&mut svc, black_box(http::Request::new(()))));
     }
-    println!("{name:<40} {:>7.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "{name:<40} {:>7.1} ns   response future {size:>5} B",
+        t.elapsed().as_nanos() as f64 / f64::from(n)
+    );
+}
+
+/// Readies `svc` (it must be at once) so that a call may be made.
+fn ready_now_or_skip<S: Service<http::Request<()>>>(svc: &mut S) -> bool {
+    backpressure_benches::ready_now(std::future::poll_fn(|cx| svc.poll_ready(cx))).is_ok()
 }
 
 fn main() {

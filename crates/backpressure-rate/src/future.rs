@@ -34,16 +34,18 @@ pin_project! {
     enum State<S, Req, Fut, F, St> {
         Called { #[pin] fut: Fut },
         Failed { error: Option<BoxError> },
-        // Boxed timer (and the deadline to re-open around the inner call,
-        // which happens from `poll`): only requests that wait pay for it,
-        // and the future of every other request stays small.
-        Delayed { sleep: Pin<Box<Delay>>, parts: Option<(S, Req)> },
+        // Boxed timer, request and service (and the deadline to re-open
+        // around the inner call, which happens from `poll`): only requests
+        // that wait pay for it, and the future of every other request stays
+        // small — it is moved into every layer's future above.
+        Delayed { sleep: Pin<Box<Delay<S, Req>>> },
         // Waiting for an asynchronous store's decision; the inner call
-        // happens from `poll`, inside the deadline read in `call`.
+        // happens from `poll`, inside the deadline read in `call`. The
+        // request is boxed for the same reason.
         Checking {
             #[pin]
             check: F,
-            parts: Option<(S, Req)>,
+            parts: Option<Box<(S, Req)>>,
             shared: Arc<Shared<St>>,
             deadline: Option<Deadline>,
         },
@@ -52,16 +54,17 @@ pin_project! {
 }
 
 pin_project! {
-    struct Delay {
+    struct Delay<S, Req> {
         #[pin]
         sleep: Sleep,
         deadline: Option<Deadline>,
+        parts: Option<(S, Req)>,
     }
 }
 
-impl Delay {
-    fn boxed(wait: Duration, deadline: Option<Deadline>) -> Pin<Box<Delay>> {
-        Box::pin(Delay { sleep: sleep(wait), deadline })
+impl<S, Req> Delay<S, Req> {
+    fn boxed(wait: Duration, deadline: Option<Deadline>, parts: (S, Req)) -> Pin<Box<Self>> {
+        Box::pin(Delay { sleep: sleep(wait), deadline, parts: Some(parts) })
     }
 }
 
@@ -79,9 +82,7 @@ where
     }
 
     pub(crate) fn delayed(wait: Duration, svc: S, req: Req, deadline: Option<Deadline>) -> Self {
-        ResponseFuture {
-            state: State::Delayed { sleep: Delay::boxed(wait, deadline), parts: Some((svc, req)) },
-        }
+        ResponseFuture { state: State::Delayed { sleep: Delay::boxed(wait, deadline, (svc, req)) } }
     }
 
     pub(crate) fn checking(
@@ -92,7 +93,7 @@ where
         deadline: Option<Deadline>,
     ) -> Self {
         ResponseFuture {
-            state: State::Checking { check, parts: Some((svc, req)), shared, deadline },
+            state: State::Checking { check, parts: Some(Box::new((svc, req))), shared, deadline },
         }
     }
 }
@@ -121,14 +122,15 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
                 }
-                StateProj::Delayed { sleep, parts } => {
-                    ready!(sleep.as_mut().project().sleep.poll(cx));
+                StateProj::Delayed { sleep } => {
+                    let delay = sleep.as_mut().project();
+                    ready!(delay.sleep.poll(cx));
                     // The instance was polled ready before the wait began.
-                    let Some((mut svc, req)) = parts.take() else {
+                    let Some((mut svc, req)) = delay.parts.take() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err("rate limit future polled after a panic".into()));
                     };
-                    let deadline = sleep.deadline;
+                    let deadline = *delay.deadline;
                     let fut = Deadline::scope_opt(deadline, || svc.call(req));
                     this.state.set(State::Called { fut });
                 }
@@ -140,10 +142,11 @@ where
                             return Poll::Ready(Err(error));
                         }
                     };
-                    let Some((mut svc, req)) = parts.take() else {
+                    let Some(parts) = parts.take() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err("rate limit future polled after a panic".into()));
                     };
+                    let (mut svc, req) = *parts;
                     match decision.verdict {
                         Verdict::Allow => {
                             let fut = Deadline::scope_opt(*deadline, || svc.call(req));
@@ -151,9 +154,8 @@ where
                         }
                         Verdict::AllowAfter(wait) => {
                             shared.stats.delayed.fetch_add(1, Relaxed);
-                            let parts = Some((svc, req));
-                            let sleep = Delay::boxed(wait, *deadline);
-                            this.state.set(State::Delayed { sleep, parts });
+                            let sleep = Delay::boxed(wait, *deadline, (svc, req));
+                            this.state.set(State::Delayed { sleep });
                         }
                         Verdict::Reject { .. } if shared.shadow => {
                             shared.stats.shadow_rejected.fetch_add(1, Relaxed);
