@@ -1,11 +1,10 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
 };
 
-use backpressure_core::{BoxError, Classify, Deadline, Outcome};
+use backpressure_core::{BoxError, Classify, Deadline, Outcome, stripe::Stripe};
 use pin_project_lite::pin_project;
 
 use crate::{
@@ -23,7 +22,9 @@ use crate::{
 /// client went away) says nothing about the dependency: ignored, or a
 /// failure with `cancel_is_failure(true)`; a probe slot goes back.
 pub(crate) struct CallGuard {
-    shared: Arc<Shared>,
+    // The calling thread's stripe of the breaker: holding it touches no
+    // reference count other cores write (see `backpressure_core::stripe`).
+    shared: Stripe<Shared>,
     admit: Admit,
     start: Option<u64>,
     done: bool,
@@ -31,7 +32,7 @@ pub(crate) struct CallGuard {
 
 impl CallGuard {
     #[inline]
-    pub(crate) fn new(shared: Arc<Shared>, admit: Admit) -> Self {
+    pub(crate) fn new(shared: Stripe<Shared>, admit: Admit) -> Self {
         let start =
             if admit != Admit::Pass && shared.needs_clock() { Some(shared.now()) } else { None };
         CallGuard { shared, admit, start, done: false }

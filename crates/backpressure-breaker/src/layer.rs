@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::{ConfigError, DefaultClassify, LayerName};
+use backpressure_core::{ConfigError, DefaultClassify, LayerName, stripe::StripedArc};
 use tower_layer::Layer;
 
 use crate::{
@@ -33,7 +33,7 @@ pub enum SlidingWindow {
 /// Applies [`CircuitBreaker`]: one breaker shared by every service this
 /// layer value builds.
 pub struct CircuitBreakerLayer<C = DefaultClassify> {
-    shared: Arc<Shared>,
+    shared: StripedArc<Shared>,
     classify: C,
 }
 
@@ -74,13 +74,13 @@ impl CircuitBreakerLayer {
 impl<C> CircuitBreakerLayer<C> {
     /// A handle: state, counts, manual controls.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(Arc::clone(&self.shared))
+        BreakerHandle::new(Arc::clone(self.shared.shared()))
     }
 }
 
 impl<C: Clone> Clone for CircuitBreakerLayer<C> {
     fn clone(&self) -> Self {
-        CircuitBreakerLayer { shared: Arc::clone(&self.shared), classify: self.classify.clone() }
+        CircuitBreakerLayer { shared: self.shared.clone(), classify: self.classify.clone() }
     }
 }
 
@@ -96,7 +96,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::from_parts(inner, Arc::clone(&self.shared), self.classify.clone())
+        CircuitBreaker::from_parts(inner, self.shared.clone(), self.classify.clone())
     }
 }
 
@@ -373,6 +373,9 @@ impl<C> CircuitBreakerBuilder<C> {
         let name = self.name.unwrap_or(LayerName::from_static(LAYER));
         let shared = Shared::new(config, window, self.listener, name, seed);
         crate::metrics::state(&shared.name, State::Closed);
-        Ok(CircuitBreakerLayer { shared: Arc::new(shared), classify: self.classify })
+        Ok(CircuitBreakerLayer {
+            shared: StripedArc::new(Arc::new(shared)),
+            classify: self.classify,
+        })
     }
 }

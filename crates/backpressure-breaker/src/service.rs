@@ -1,10 +1,10 @@
 use std::{
     fmt,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::atomic::Ordering::Relaxed,
     task::{Context, Poll},
 };
 
-use backpressure_core::{BoxError, Classify, RejectKind, Rejected};
+use backpressure_core::{BoxError, Classify, RejectKind, Rejected, stripe::StripedArc};
 use tower_service::Service;
 
 use crate::{
@@ -17,12 +17,12 @@ use crate::{
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 pub struct CircuitBreaker<S, C> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: StripedArc<Shared>,
     classify: C,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classify: C) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: StripedArc<Shared>, classify: C) -> Self {
         CircuitBreaker { inner, shared, classify }
     }
 
@@ -41,7 +41,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         CircuitBreaker {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             classify: self.classify.clone(),
         }
     }
@@ -78,7 +78,7 @@ where
         if let Admit::Reject(retry_after) = admit {
             return ResponseFuture::rejected(self.reject(retry_after));
         }
-        let guard = CallGuard::new(Arc::clone(&self.shared), admit);
+        let guard = CallGuard::new(self.shared.local(), admit);
         ResponseFuture::called(self.inner.call(req), guard, self.classify.clone())
     }
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{
     Ordering::Release,
 };
 
+use backpressure_core::stripe::{CachePadded, stripe_count, thread_stripe};
+
 /// One call's outcome, as the windows store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
@@ -65,22 +67,85 @@ fn packed_of(code: u8) -> u64 {
 /// `fetch_add` — subtract-on-evict, O(1), no lock. A breaker that was
 /// healthy for 10,000 calls sees an outage's failures displace the
 /// successes one for one.
+///
+/// Many cores: a shared cursor for the next slot is one atomic add per call
+/// on one cache line for every core. A window with room for it (`size` at
+/// least 8 slots per core) hands slots out to each core's stripe in
+/// batches instead, at most a quarter of the window claimed at once: a core
+/// takes its next slot from its own batch, and the cursor moves once per
+/// batch. The ring is then in call order batch by batch, not call by call,
+/// and a batch a core claimed but had not filled when it went idle keeps
+/// the outcomes of the ring's previous lap until the cursor comes round
+/// again — the window is the last `size` calls give or take a quarter of
+/// it. The counts always match the slots (every change is a swap of one
+/// slot and the difference it made). One thread alone fills its batches in
+/// order: the exact last `size` calls.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     next: AtomicUsize,
     counts: AtomicU64,
+    /// Slots per claimed batch (1: no batching, every call moves `next`).
+    batch: usize,
+    /// Per stripe: the next slot of its batch (`<< 16`) and how many of the
+    /// batch are left (low 16 bits).
+    claims: Box<[CachePadded<AtomicU64>]>,
 }
 
 /// The largest count window (keeps every packed field within 21 bits).
 pub(crate) const MAX_COUNT_WINDOW: usize = 1 << 20;
 
+/// The largest batch of slots a stripe claims at once (fits 16 bits).
+const MAX_BATCH: usize = 64;
+
 impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
+        Self::with_stripes(size, stripe_count())
+    }
+
+    fn with_stripes(size: usize, stripes: usize) -> Self {
+        let batch = (size / (4 * stripes)).clamp(1, MAX_BATCH);
+        let stripes = if batch > 1 { stripes } else { 0 };
         CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             next: AtomicUsize::new(0),
             counts: AtomicU64::new(0),
+            batch,
+            claims: (0..stripes).map(|_| CachePadded(AtomicU64::new(0))).collect(),
+        }
+    }
+
+    /// The slot for the calling thread's next outcome.
+    #[inline]
+    fn position(&self) -> usize {
+        let len = self.slots.len();
+        if self.batch == 1 {
+            return self.next.fetch_add(1, Relaxed) % len;
+        }
+        let claim = &self.claims[thread_stripe(self.claims.len())];
+        let mut word = claim.load(Relaxed);
+        loop {
+            let left = word & 0xFFFF;
+            if left > 0 {
+                let pos = (word >> 16) as usize;
+                let after = if pos + 1 == len { 0 } else { pos + 1 };
+                let taken = ((after as u64) << 16) | (left - 1);
+                match claim.compare_exchange_weak(word, taken, Relaxed, Relaxed) {
+                    Ok(_) => return pos,
+                    Err(actual) => word = actual,
+                }
+                continue;
+            }
+            // Batch used up: claim the next one from the shared cursor.
+            let base = self.next.fetch_add(self.batch, Relaxed) % len;
+            let after = if base + 1 == len { 0 } else { base + 1 };
+            let fresh = ((after as u64) << 16) | (self.batch as u64 - 1);
+            match claim.compare_exchange(word, fresh, Relaxed, Relaxed) {
+                Ok(_) => return base,
+                // Another thread of this stripe claimed one first: ours is
+                // left unfilled this lap (its slots keep their outcomes).
+                Err(actual) => word = actual,
+            }
         }
     }
 
@@ -88,7 +153,7 @@ impl CountWindow {
     /// was a failure or slow (only those can trip the breaker).
     #[inline]
     pub(crate) fn record(&self, mark: Mark) -> Option<Counts> {
-        let i = self.next.fetch_add(1, Relaxed) % self.slots.len();
+        let i = self.position();
         let new = code(mark);
         let slot = &self.slots[i];
         // In a steady state an outcome mostly evicts an equal one: then
@@ -290,6 +355,52 @@ mod tests {
         );
         w.reset();
         assert_eq!(w.counts(), Counts::default());
+    }
+
+    #[test]
+    fn one_thread_fills_a_batched_window_in_call_order() {
+        // 1,000 slots over 4 stripes: batches of 62.
+        let w = CountWindow::with_stripes(1_000, 4);
+        assert_eq!(w.batch, 62);
+        for _ in 0..5_000 {
+            w.record(OK);
+        }
+        assert_eq!(w.counts(), Counts { calls: 1_000, failures: 0, slow: 0 });
+        for i in 1..=1_000 {
+            let c = w.record(FAIL).unwrap();
+            assert_eq!(c.failures, i, "each failure displaces one success");
+        }
+        for _ in 0..999 {
+            w.record(OK);
+        }
+        assert_eq!(w.counts(), Counts { calls: 1_000, failures: 1, slow: 0 });
+    }
+
+    #[test]
+    fn counts_match_the_slots_whatever_the_threads_do() {
+        // Threads sharing stripes (8 threads, 2 stripes) race for batches;
+        // the counts must still be exactly what the slots hold, and a
+        // window of 1,000 calls must hold 1,000 recent outcomes.
+        let w = std::sync::Arc::new(CountWindow::with_stripes(1_000, 2));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let w = std::sync::Arc::clone(&w);
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let failed = (i + t) % 4 == 0;
+                        w.record(Mark { failed, slow: i % 7 == 0 });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let from_slots = w.slots.iter().fold(0u64, |acc, s| acc + packed_of(s.load(Acquire)));
+        assert_eq!(w.counts(), unpack(from_slots));
+        let c = w.counts();
+        assert_eq!(c.calls, 1_000);
+        assert!((c.failure_rate() - 0.25).abs() < 0.1, "{c:?}");
     }
 
     #[test]

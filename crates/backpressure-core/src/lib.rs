@@ -59,6 +59,8 @@ mod priority;
 #[cfg(feature = "http")]
 mod pushback;
 mod reject;
+#[doc(hidden)]
+pub mod stripe;
 
 #[cfg(feature = "http")]
 pub use classify::HttpClassify;
