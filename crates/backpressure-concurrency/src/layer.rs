@@ -3,6 +3,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use backpressure_core::{
     ConfigError, CurrentDeadline, DefaultClassify, DefaultPriority, LayerName, Priority,
+    stripe::StripedArc,
 };
 use tower_layer::Layer;
 
@@ -26,7 +27,7 @@ pub struct ConcurrencyLimitLayer<
     C = DefaultClassify,
     H = Release,
 > {
-    shared: Arc<Shared>,
+    shared: StripedArc<Shared>,
     priority: P,
     deadline: D,
     classify: C,
@@ -67,7 +68,7 @@ impl<P, D, C, H> ConcurrencyLimitLayer<P, D, C, H> {
     /// A handle to observe the limiter: current limit, in-flight, queue,
     /// rejections.
     pub fn handle(&self) -> ConcurrencyLimitHandle {
-        ConcurrencyLimitHandle::new(Arc::clone(&self.shared))
+        ConcurrencyLimitHandle::new(Arc::clone(self.shared.shared()))
     }
 
     /// How requests' priorities are found.
@@ -113,7 +114,7 @@ impl<P, D, C, H> ConcurrencyLimitLayer<P, D, C, H> {
 impl<P: Clone, D: Clone, C: Clone, H: Clone> Clone for ConcurrencyLimitLayer<P, D, C, H> {
     fn clone(&self) -> Self {
         ConcurrencyLimitLayer {
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             priority: self.priority.clone(),
             deadline: self.deadline.clone(),
             classify: self.classify.clone(),
@@ -136,7 +137,7 @@ impl<S, P: Clone, D: Clone, C: Clone, H: Clone> Layer<S> for ConcurrencyLimitLay
     fn layer(&self, inner: S) -> Self::Service {
         ConcurrencyLimit::from_parts(
             inner,
-            Arc::clone(&self.shared),
+            self.shared.clone(),
             self.priority.clone(),
             self.deadline.clone(),
             self.classify.clone(),
@@ -423,7 +424,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             name: self.name.unwrap_or(LayerName::from_static(LAYER)),
         });
         Ok(ConcurrencyLimitLayer {
-            shared: Arc::new(shared),
+            shared: StripedArc::new(Arc::new(shared)),
             priority: self.priority,
             deadline: self.deadline,
             classify: self.classify,

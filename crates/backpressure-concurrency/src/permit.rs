@@ -1,8 +1,6 @@
-use std::sync::Arc;
-
 use std::sync::atomic::Ordering::Relaxed;
 
-use backpressure_core::{Deadline, Outcome, RejectKind};
+use backpressure_core::{Deadline, Outcome, RejectKind, stripe::Stripe};
 use tokio::time::Instant;
 
 use crate::{algorithm::Sample, shared::Shared};
@@ -12,7 +10,9 @@ use crate::{algorithm::Sample, shared::Shared};
 /// what the drop says (see [`Drop`](#impl-Drop-for-Permit)).
 #[derive(Debug)]
 pub(crate) struct Permit {
-    shared: Arc<Shared>,
+    // The calling thread's stripe of the limiter: holding it touches no
+    // reference count other cores write (see `backpressure_core::stripe`).
+    shared: Stripe<Shared>,
     // Only for adaptive limits: when the permit was taken, and the in-flight
     // count then with the saturation flag in its top bit (u32: 16 bytes in
     // all, which keeps the future small). Fixed limits never read the clock.
@@ -24,7 +24,7 @@ const SATURATED: u32 = 1 << 31;
 impl Permit {
     /// A permit just taken. `waited`: it came through the queue.
     #[inline]
-    pub(crate) fn new(shared: Arc<Shared>, waited: bool) -> Self {
+    pub(crate) fn new(shared: Stripe<Shared>, waited: bool) -> Self {
         let start = if shared.is_adaptive() {
             let in_flight = shared.counter.in_flight();
             // The limit, not the backend, was the bottleneck for this
@@ -104,25 +104,30 @@ impl Drop for Permit {
 /// was handed to it but not yet collected).
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    shared: Option<Arc<Shared>>,
+    shared: Option<Stripe<Shared>>,
     pub(crate) slot: usize,
     pub(crate) until: Instant,
     pub(crate) kind: RejectKind,
 }
 
 impl Waiter {
-    pub(crate) fn new(shared: Arc<Shared>, slot: usize, until: Instant, kind: RejectKind) -> Self {
+    pub(crate) fn new(
+        shared: Stripe<Shared>,
+        slot: usize,
+        until: Instant,
+        kind: RejectKind,
+    ) -> Self {
         Waiter { shared: Some(shared), slot, until, kind }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Shared {
         // Only `None` after `settle`, after which the waiter is dropped.
         self.shared.as_ref().expect("waiter used after it left the queue")
     }
 
     /// Its slot has been collected (with or without a permit): take the
     /// limiter's handle; dropping the waiter then does nothing.
-    pub(crate) fn settle(&mut self) -> Arc<Shared> {
+    pub(crate) fn settle(&mut self) -> Stripe<Shared> {
         self.shared.take().expect("waiter used after it left the queue")
     }
 }

@@ -1,9 +1,6 @@
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
-use backpressure_core::{BoxError, Classify, Deadline, Extract, Priority};
+use backpressure_core::{BoxError, Classify, Deadline, Extract, Priority, stripe::StripedArc};
 use tower_service::Service;
 
 use crate::{
@@ -19,7 +16,7 @@ use crate::{
 #[derive(Debug)]
 pub struct ConcurrencyLimit<S, P, D, C, H = Release> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: StripedArc<Shared>,
     priority: P,
     deadline: D,
     classify: C,
@@ -32,7 +29,7 @@ pub struct ConcurrencyLimit<S, P, D, C, H = Release> {
 impl<S, P, D, C, H> ConcurrencyLimit<S, P, D, C, H> {
     pub(crate) fn from_parts(
         inner: S,
-        shared: Arc<Shared>,
+        shared: StripedArc<Shared>,
         priority: P,
         deadline: D,
         classify: C,
@@ -61,7 +58,7 @@ impl<S: Clone, P: Clone, D: Clone, C: Clone, H: Clone> Clone for ConcurrencyLimi
     fn clone(&self) -> Self {
         ConcurrencyLimit {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             priority: self.priority.clone(),
             deadline: self.deadline.clone(),
             classify: self.classify.clone(),
@@ -107,7 +104,7 @@ where
         if self.inner_ready && self.shared.try_fast(priority) {
             // The fast path: a permit, and an inner service ready now.
             self.inner_ready = false;
-            let permit = Permit::new(Arc::clone(&self.shared), false);
+            let permit = Permit::new(self.shared.local(), false);
             return ResponseFuture::called(self.inner.call(req), permit, classify);
         }
         // A clone is as good as the instance we hold (whose readiness, if it
@@ -119,17 +116,17 @@ where
         let svc = self.inner.clone();
         let scope = Deadline::current();
         if self.shared.try_fast(priority) {
-            let permit = Permit::new(Arc::clone(&self.shared), false);
+            let permit = Permit::new(self.shared.local(), false);
             return ResponseFuture::admitted(svc, req, scope, permit, classify);
         }
         let deadline = self.deadline.extract(&req);
         match self.shared.acquire_slow(priority, deadline) {
             Admit::Now => {
-                let permit = Permit::new(Arc::clone(&self.shared), false);
+                let permit = Permit::new(self.shared.local(), false);
                 ResponseFuture::admitted(svc, req, scope, permit, classify)
             }
             Admit::Queued { slot, until, kind } => {
-                let waiter = Waiter::new(Arc::clone(&self.shared), slot, until, kind);
+                let waiter = Waiter::new(self.shared.local(), slot, until, kind);
                 ResponseFuture::queued(svc, req, waiter, scope, classify)
             }
             Admit::Reject(kind) => {

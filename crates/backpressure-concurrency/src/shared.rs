@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::{Deadline, LayerName, Priority, RejectKind, Rejected, instant_after};
+use backpressure_core::{
+    Deadline, LayerName, Priority, RejectKind, Rejected, instant_after,
+    stripe::{stripe_count, thread_stripe},
+};
 use tokio::time::Instant;
 
 use crate::{
@@ -75,7 +78,7 @@ pub(crate) struct Config {
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
         Shared {
-            counter: Counter::new(),
+            counter: Counter::new(config.limit, stripe_count()),
             limit: AtomicUsize::new(config.limit),
             shares: config.shares,
             max_queue: config.max_queue,
@@ -104,10 +107,24 @@ impl Shared {
         (limit * share).div_ceil(100).max(1).min(limit.max(1))
     }
 
-    /// The fast path: a free permit and nobody queued ahead.
+    /// The fast path: a free permit and nobody queued ahead. A request that
+    /// may use the whole limit may take it from its core's reserve (see
+    /// `counter`).
     #[inline]
     pub(crate) fn try_fast(&self, priority: Priority) -> bool {
-        self.counter.try_acquire_unqueued(self.threshold(priority))
+        let limit = self.limit.load(Relaxed);
+        let threshold = self.threshold(priority);
+        let stripe = thread_stripe(self.counter.stripes());
+        match self.counter.try_acquire_unqueued(threshold, stripe, threshold >= limit) {
+            Some(false) => true,
+            Some(true) => {
+                // Permits went back while requests wait: serve them.
+                let mut q = self.lock();
+                self.dispatch(&mut q, Instant::now());
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {
@@ -147,6 +164,8 @@ impl Shared {
     /// Admission when the fast path failed: queue, or reject.
     pub(crate) fn acquire_slow(&self, priority: Priority, deadline: Option<Deadline>) -> Admit {
         let mut q = self.lock();
+        // Permits reserved by cores are free for this request too.
+        self.counter.reclaim();
         if q.len() == 0 && self.counter.try_acquire(self.threshold(priority)) {
             return Admit::Now;
         }
@@ -204,7 +223,7 @@ impl Shared {
             let Some(waker) = q.grant_next(now) else {
                 // Unreachable (a priority was found), but never leak the
                 // permit or the waiter count.
-                self.counter.release();
+                self.counter.release_to_word();
                 self.counter.add_waiter();
                 break;
             };
@@ -235,7 +254,7 @@ impl Shared {
     /// Returns a permit, handing it to a waiter if there is one.
     #[inline]
     pub(crate) fn release(&self) {
-        if self.counter.release() {
+        if self.counter.release(thread_stripe(self.counter.stripes())) {
             let mut q = self.lock();
             self.dispatch(&mut q, Instant::now());
         }
@@ -316,7 +335,7 @@ impl Shared {
         match q.release_slot(slot, now) {
             SlotState::Waiting => self.counter.remove_waiter(),
             SlotState::Granted => {
-                self.counter.release();
+                self.counter.release_to_word();
                 self.dispatch(&mut q, now);
             }
             SlotState::Rejected(_) | SlotState::Free => {}
@@ -329,6 +348,7 @@ impl Shared {
         let new = algorithm.lock().unwrap_or_else(PoisonError::into_inner).update(now, sample);
         let old = self.limit.swap(new, Relaxed);
         if new != old {
+            self.counter.set_limit(old, new);
             tracing::debug!(layer = %self.name, from = old, to = new, "concurrency limit changed");
             metrics::limit(&self.name, new);
             if new > old && self.counter.has_waiters() {

@@ -542,3 +542,37 @@ async fn rejections_carry_a_measured_retry_after() {
     running.await.unwrap().unwrap();
     queued.await.unwrap().unwrap();
 }
+
+/// Many cores on one limit: each core keeps a small reserve of permits (see
+/// the `counter` module), and the limit must hold all the same, every
+/// request must finish (none stranded in a queue while permits sit in a
+/// reserve), and nothing may stay counted once all is done. A limit large
+/// enough for reserves on any machine (up to 64 stripes), 8 worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn reserves_on_many_cores_keep_the_limit_and_strand_nobody() {
+    let limit = 2_048;
+    let layer = ConcurrencyLimitLayer::builder()
+        .limit(limit)
+        .max_queue(20_000)
+        .max_wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let gauge = Gauge::default();
+    let svc = layer.layer(gauge.service::<u32>(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20_000u32 {
+        let svc = svc.clone();
+        tasks.spawn(async move { svc.oneshot(i).await });
+    }
+    let mut ok = 0;
+    while let Some(done) = tasks.join_next().await {
+        if done.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 20_000, "every request served");
+    println!("peak {} of {limit}", gauge.peak());
+    assert!(gauge.peak() <= limit, "peak {} over the limit {limit}", gauge.peak());
+    assert_eq!((handle.in_flight(), handle.queued()), (0, 0));
+}
