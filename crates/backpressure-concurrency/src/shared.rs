@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Mutex, MutexGuard, PoisonError,
+        Mutex, MutexGuard, PoisonError, TryLockError,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     task::{Context, Poll},
@@ -11,7 +11,7 @@ use std::{
 
 use backpressure_core::{
     Deadline, LayerName, Priority, RejectKind, Rejected, instant_after,
-    stripe::{stripe_count, thread_stripe},
+    stripe::{CachePadded, stripe_count, thread_stripe},
 };
 use tokio::time::Instant;
 
@@ -21,6 +21,36 @@ use crate::{
     metrics,
     queue::{Discipline, SlotState, WaitQueue},
 };
+
+/// How many samples a core buffers before it waits for the algorithm.
+const SAMPLE_BATCH: usize = 32;
+
+/// Samples one core buffered while another held the algorithm.
+#[derive(Debug)]
+struct SampleStripe {
+    /// How many are buffered (read without the lock).
+    pending: AtomicUsize,
+    buffer: Mutex<Vec<Sample>>,
+}
+
+impl Default for SampleStripe {
+    fn default() -> Self {
+        SampleStripe {
+            pending: AtomicUsize::new(0),
+            buffer: Mutex::new(Vec::with_capacity(SAMPLE_BATCH)),
+        }
+    }
+}
+
+/// Locks `mutex` if it is free now (a poisoned lock is as good: the
+/// algorithm's state is plain data).
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
 
 /// The outcome of an admission that could not take the fast path.
 #[derive(Debug)]
@@ -59,6 +89,9 @@ pub(crate) struct Shared {
     /// Mirrors the queue's state after each slow-path visit.
     pub(crate) standing: AtomicBool,
     algorithm: Option<Mutex<Box<dyn LimitAlgorithm>>>,
+    /// Per stripe, samples buffered while another core held the algorithm
+    /// (adaptive limits only; see `record`).
+    samples: Box<[CachePadded<SampleStripe>]>,
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
@@ -85,6 +118,11 @@ impl Shared {
             max_wait: config.max_wait,
             queue: Mutex::new(WaitQueue::new(config.discipline, config.max_queue, Instant::now())),
             standing: AtomicBool::new(false),
+            samples: if config.algorithm.is_some() {
+                (0..stripe_count()).map(|_| CachePadded(SampleStripe::default())).collect()
+            } else {
+                Box::default()
+            },
             algorithm: config.algorithm.map(Mutex::new),
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
@@ -343,9 +381,69 @@ impl Shared {
     }
 
     /// Feeds a completed request to the adaptive algorithm.
+    ///
+    /// The algorithm sits behind one lock. Taken for every sample, that lock
+    /// was the cache line every core fought over (2 threads: 152 -> 512 ns
+    /// per request per thread). So a core that finds it taken does not wait:
+    /// it buffers the sample in its own stripe and goes on; once its buffer
+    /// holds `SAMPLE_BATCH`, it feeds them all under one lock, and whoever
+    /// takes the lock first also feeds what other cores buffered. A thread
+    /// alone always finds the lock free: its samples are fed one by one, as
+    /// before, in order.
     pub(crate) fn record(&self, now: Instant, sample: Sample) {
         let Some(algorithm) = &self.algorithm else { return };
-        let new = algorithm.lock().unwrap_or_else(PoisonError::into_inner).update(now, sample);
+        let stripe = &self.samples[thread_stripe(self.samples.len())];
+        if stripe.pending.load(Relaxed) == 0
+            && let Some(mut algorithm) = try_lock(algorithm)
+        {
+            self.drain_buffered(&mut **algorithm, now);
+            let new = algorithm.update(now, sample);
+            drop(algorithm);
+            self.publish(now, new);
+            return;
+        }
+        let mut batch = [None; SAMPLE_BATCH];
+        {
+            let mut buffer = stripe.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            buffer.push(sample);
+            if buffer.len() < SAMPLE_BATCH {
+                stripe.pending.store(buffer.len(), Relaxed);
+                return;
+            }
+            for (slot, sample) in batch.iter_mut().zip(buffer.drain(..)) {
+                *slot = Some(sample);
+            }
+            stripe.pending.store(0, Relaxed);
+        }
+        let mut algorithm = algorithm.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut new = self.limit.load(Relaxed);
+        for sample in batch.into_iter().flatten() {
+            new = algorithm.update(now, sample);
+        }
+        let new = self.drain_buffered(&mut **algorithm, now).unwrap_or(new);
+        drop(algorithm);
+        self.publish(now, new);
+    }
+
+    /// Feeds what other cores buffered (caller holds the algorithm);
+    /// returns the limit after the last of them, if any.
+    fn drain_buffered(&self, algorithm: &mut dyn LimitAlgorithm, now: Instant) -> Option<usize> {
+        let mut last = None;
+        for stripe in self.samples.iter() {
+            if stripe.pending.load(Relaxed) == 0 {
+                continue;
+            }
+            let mut buffer = stripe.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            for sample in buffer.drain(..) {
+                last = Some(algorithm.update(now, sample));
+            }
+            stripe.pending.store(0, Relaxed);
+        }
+        last
+    }
+
+    /// Publishes the limit the algorithm returned.
+    fn publish(&self, now: Instant, new: usize) {
         let old = self.limit.swap(new, Relaxed);
         if new != old {
             self.counter.set_limit(old, new);

@@ -576,3 +576,58 @@ async fn reserves_on_many_cores_keep_the_limit_and_strand_nobody() {
     assert!(gauge.peak() <= limit, "peak {} over the limit {limit}", gauge.peak());
     assert_eq!((handle.in_flight(), handle.queued()), (0, 0));
 }
+
+/// Counts the samples it is fed; the limit stays put.
+#[derive(Debug, Clone)]
+struct CountingAlgorithm(Arc<AtomicUsize>);
+
+impl backpressure_concurrency::LimitAlgorithm for CountingAlgorithm {
+    fn initial_limit(&self) -> usize {
+        64
+    }
+
+    fn max_limit(&self) -> usize {
+        64
+    }
+
+    fn update(
+        &mut self,
+        _now: tokio::time::Instant,
+        _sample: backpressure_concurrency::Sample,
+    ) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        64
+    }
+}
+
+/// Cores that find the adaptive algorithm busy buffer their samples (see
+/// `Shared::record`) instead of waiting for it: none may be lost. 4 threads
+/// race 20,000 requests; one more request afterwards, from a thread alone,
+/// feeds whatever is still buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_sample_is_lost_when_cores_race_for_the_adaptive_algorithm() {
+    let fed = Arc::new(AtomicUsize::new(0));
+    let layer = ConcurrencyLimitLayer::builder()
+        .adaptive(CountingAlgorithm(Arc::clone(&fed)))
+        .max_queue(100_000)
+        .max_wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let svc = layer.layer(Gauge::default().service::<u32>(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20_000u32 {
+        let svc = svc.clone();
+        tasks.spawn(async move { svc.oneshot(i).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let last = svc.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(last.oneshot(0)).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(fed.load(Ordering::SeqCst), 20_001);
+}
