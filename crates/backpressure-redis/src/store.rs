@@ -5,7 +5,7 @@ use std::{
     hash::{BuildHasher, Hash, RandomState},
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{
             AtomicBool, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
             Ordering::Relaxed, Ordering::Release,
@@ -16,7 +16,10 @@ use std::{
 
 use backpressure_core::{BoxError, ConfigError, LayerName, RateLimitInfo};
 use backpressure_rate::{Check, Decision, KeyedStore, Quota, RateStore, Verdict};
-use redis::{Script, aio::ConnectionManager};
+use redis::{
+    Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
 use tokio::time::Instant;
 
 use crate::RedisKey;
@@ -61,7 +64,11 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// Set by `connect`, or by the first probe that reaches Redis when it
+    /// was down at startup; the manager reconnects by itself after that.
+    conn: OnceLock<ConnectionManager>,
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
     script: Script,
     quota: Quota,
     t_us: u64,
@@ -93,17 +100,37 @@ struct PathBreaker {
     up: AtomicBool,
 }
 
+/// Whether a check may go to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allow {
+    /// Redis is up: go.
+    Go,
+    /// Redis was down and the cooldown is over: this check is the one probe.
+    Probe,
+    /// Redis is down: apply the failure mode.
+    No,
+}
+
 impl PathBreaker {
     /// Whether this check may go to Redis.
-    fn allow(&self, now: u64) -> bool {
+    fn allow(&self, now: u64) -> Allow {
         if self.failures.load(Acquire) < self.threshold {
-            return true;
+            return Allow::Go;
         }
         if now < self.open_until.load(Acquire) {
-            return false;
+            return Allow::No;
         }
         // One probe at a time once the cooldown is over.
-        self.probing.compare_exchange(false, true, AcqRel, Acquire).is_ok()
+        match self.probing.compare_exchange(false, true, AcqRel, Acquire) {
+            Ok(_) => Allow::Probe,
+            Err(_) => Allow::No,
+        }
+    }
+
+    /// Down from the start: the first check probes.
+    fn start_down(&self) {
+        self.failures.store(self.threshold, Release);
+        self.up.store(false, Release);
     }
 
     fn success(&self, name: &LayerName) {
@@ -194,7 +221,7 @@ impl RedisStore {
         max_wait: Duration,
         now_us: u64,
     ) -> Result<Decision, BoxError> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.inner.connection().await?;
         let reply =
             round_trip(&self.inner, &mut conn, self.key_name(key), cost, max_wait, Some(now_us))
                 .await?;
@@ -267,12 +294,21 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Validates the configuration and connects.
+    /// Validates the configuration and connects (waiting at most the
+    /// timeout, and at least 1 s).
+    ///
+    /// A Redis that does not answer is not an error: a service must be able
+    /// to start during a Redis outage, which is when it restarts most. The
+    /// store then logs a warning once, reports `up: false`
+    /// ([`RedisStore::stats`], the `backpressure_redis_up` gauge), applies
+    /// its [`FailureMode`] to every check, and sends one probe every
+    /// `breaker_cooldown` (the first at once) that connects and, from then
+    /// on, uses Redis.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] (boxed) naming an invalid field, or the connection
-    /// error if Redis cannot be reached within the timeout.
+    /// A [`ConfigError`] (boxed) naming an invalid field, or the `redis`
+    /// crate's error for a URL it cannot parse.
     pub async fn connect(self) -> Result<RedisStore, BoxError> {
         self.quota.validate(LAYER)?;
         let t = self
@@ -320,22 +356,42 @@ impl RedisStoreBuilder {
             }
             _ => None,
         };
+        // A URL that does not parse is a configuration error; a Redis that
+        // does not answer is an outage, which the failure mode is for.
         let client = redis::Client::open(self.url.as_str())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
+        let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout.max(Duration::from_millis(100)))
             .set_response_timeout(self.timeout.max(Duration::from_millis(100)))
             .set_number_of_retries(1);
-        let conn = tokio::time::timeout(
-            self.timeout.max(Duration::from_secs(1)),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| "timed out connecting to redis")??;
         let name = self.name.unwrap_or(LayerName::from_static(LAYER));
-        metrics::up(&name, true);
-        Ok(RedisStore {
+        let conn = OnceLock::new();
+        let first = tokio::time::timeout(
+            self.timeout.max(Duration::from_secs(1)),
+            ConnectionManager::new_with_config(client.clone(), manager_config.clone()),
+        )
+        .await;
+        let down = match first {
+            Ok(Ok(manager)) => {
+                let _ = conn.set(manager);
+                None
+            }
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("timed out connecting".to_owned()),
+        };
+        metrics::up(&name, down.is_none());
+        if let Some(error) = &down {
+            tracing::warn!(
+                store = %name,
+                %error,
+                mode = ?self.mode,
+                "redis unreachable at startup; applying the failure mode until it answers"
+            );
+        }
+        let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
+                client,
+                manager_config,
                 script: Script::new(include_str!("gcra.lua")),
                 quota: self.quota,
                 t_us,
@@ -363,7 +419,11 @@ impl RedisStoreBuilder {
                 fallbacks: AtomicU64::new(0),
                 prechecked: AtomicU64::new(0),
             }),
-        })
+        };
+        if down.is_some() {
+            store.inner.breaker.start_down();
+        }
+        Ok(store)
     }
 }
 
@@ -394,6 +454,22 @@ async fn round_trip(
 }
 
 impl Inner {
+    /// The connection, made now (within the timeout) if Redis was down when
+    /// the store was built: only a probe gets here then.
+    async fn connection(&self) -> Result<ConnectionManager, BoxError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let manager = tokio::time::timeout(
+            self.timeout,
+            ConnectionManager::new_with_config(self.client.clone(), self.manager_config.clone()),
+        )
+        .await
+        .map_err(|_| "timed out connecting to redis")??;
+        // Another probe may have won (after a later cooldown): keep one.
+        Ok(self.conn.get_or_init(|| manager).clone())
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_nanos())
             .unwrap_or(u64::MAX)
@@ -471,6 +547,16 @@ impl Inner {
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<Decision, BoxError>> + Send>>;
 
+/// The one probe of a store whose path breaker is open: released when the
+/// probing check ends, whichever way.
+struct ProbeGuard(Arc<Inner>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.0.breaker.probing.store(false, Release);
+    }
+}
+
 impl<K: RedisKey + Hash + ?Sized> RateStore<K> for RedisStore {
     type Future = CheckFuture;
 
@@ -481,14 +567,23 @@ impl<K: RedisKey + Hash + ?Sized> RateStore<K> for RedisStore {
         if let Some(decision) = inner.prechecked(hash, now) {
             return Check::Ready(Ok(decision));
         }
-        if !inner.breaker.allow(now) {
+        let allow = inner.breaker.allow(now);
+        if allow == Allow::No {
             return Check::Ready(Ok(inner.fallback(hash, cost, max_wait)));
         }
         let key = self.key_name(key);
         let inner = Arc::clone(&self.inner);
+        // The probe is given back however this check ends: answered, failed,
+        // or dropped unfinished (a flag cleared only on the first two kept
+        // the store on its fallback for good).
+        let probe = (allow == Allow::Probe).then(|| ProbeGuard(Arc::clone(&inner)));
         Check::Pending(Box::pin(async move {
-            let mut conn = inner.conn.clone();
-            match round_trip(&inner, &mut conn, key, cost, max_wait, None).await {
+            let _probe = probe;
+            let reply = match inner.connection().await {
+                Ok(mut conn) => round_trip(&inner, &mut conn, key, cost, max_wait, None).await,
+                Err(error) => Err(error),
+            };
+            match reply {
                 Ok(reply) => {
                     inner.round_trips.fetch_add(1, Relaxed);
                     inner.breaker.success(&inner.name);

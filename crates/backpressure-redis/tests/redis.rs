@@ -227,3 +227,136 @@ async fn behind_the_layer_a_rejection_carries_retry_after() {
     assert!(after > Duration::from_millis(400) && after <= Duration::from_millis(500), "{after:?}");
     assert_eq!(svc.oneshot(8).await.unwrap(), 8, "another key, another bucket");
 }
+
+/// After an outage opened the store's path breaker, the one probe allowed
+/// through is dropped before Redis answers (its client left, an outer
+/// timeout fired). On the first version its flag stayed set and Redis was
+/// never tried again until a restart; now the probe is released when its
+/// check is dropped, and the store recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_dropped_mid_check_does_not_keep_the_store_on_its_fallback() {
+    let mut server = RedisServer::start();
+    let port = server.port;
+    let cooldown = Duration::from_millis(100);
+    let store = RedisStore::builder(server.url(), Quota::per_second(1_000))
+        .timeout(Duration::from_millis(50))
+        .failure_mode(FailureMode::Open)
+        .breaker(3, cooldown)
+        .connect()
+        .await
+        .unwrap();
+    server.kill();
+    for _ in 0..5 {
+        check(&store, "k", 1).await;
+    }
+    assert!(!store.stats().up, "the outage opened the path breaker");
+    tokio::time::sleep(cooldown * 2).await;
+    // The next check is the probe: dropped unfinished.
+    match RateStore::<str>::check(&store, "k", 1, Duration::ZERO) {
+        Check::Pending(probe) => {
+            let _ = tokio::time::timeout(Duration::from_millis(1), probe).await;
+        }
+        Check::Ready(_) => panic!("after the cooldown a check probes Redis"),
+    }
+    let _server = RedisServer::start_on(port);
+    let started = Instant::now();
+    while store.stats().round_trips == 0 || !store.stats().up {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never tried Redis again: {:?}",
+            store.stats()
+        );
+        check(&store, "k", 1).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("recovered {:?} after Redis came back", started.elapsed());
+}
+
+/// A service that starts during a Redis outage boots: `connect` returns a
+/// store that applies its failure mode, says so (`up: false`), and starts
+/// using Redis by itself once it answers. The first version's `connect`
+/// failed, so the service could not start when it restarts most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_connected_while_redis_is_down_works_and_recovers() {
+    let port = backpressure_redis::testing::free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let cooldown = Duration::from_millis(100);
+    let timeout = Duration::from_millis(50);
+    let started = Instant::now();
+    let store = RedisStore::builder(url, Quota::per_second(10).burst(2))
+        .timeout(timeout)
+        .failure_mode(FailureMode::Closed)
+        .breaker(3, cooldown)
+        .connect()
+        .await
+        .expect("a store, Redis or not");
+    assert!(started.elapsed() < Duration::from_secs(2), "connect took {:?}", started.elapsed());
+    assert!(!store.stats().up);
+    // Closed: every check is rejected, within the timeout.
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert!(!allowed(&check(&store, "k", 1).await));
+        assert!(t.elapsed() <= timeout * 2 + Duration::from_millis(100), "{:?}", t.elapsed());
+    }
+    assert!(store.stats().fallbacks >= 5);
+    let _server = RedisServer::start_on(port);
+    let back = Instant::now();
+    loop {
+        let d = check(&store, "k", 1).await;
+        if store.stats().round_trips > 0 {
+            assert!(allowed(&d), "Redis has a full bucket for k");
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "never used Redis: {:?}", store.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("Redis used {:?} after it came up", back.elapsed());
+    assert!(store.stats().up);
+}
+
+/// A Redis that hangs (SIGSTOP: connections open, nothing answers) rather
+/// than refuses: every check still returns within its timeout and a small
+/// bound, the failure mode applies, and once Redis goes on (SIGCONT) the
+/// store uses it again by itself within the breaker's cooldown and a round
+/// trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_bounds_every_check_and_is_recovered_from() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(50);
+    let cooldown = Duration::from_millis(200);
+    let store = RedisStore::builder(server.url(), Quota::per_second(1_000).burst(1_000))
+        .timeout(timeout)
+        .failure_mode(FailureMode::Local { replicas: 2 })
+        .breaker(3, cooldown)
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        assert!(allowed(&check(&store, "k", 1).await));
+    }
+    server.pause();
+    let mut slowest = Duration::ZERO;
+    let hang = Instant::now();
+    while hang.elapsed() < Duration::from_secs(1) {
+        let started = Instant::now();
+        let d = check(&store, "k", 1).await;
+        slowest = slowest.max(started.elapsed());
+        assert!(allowed(&d), "the local fallback admits this trickle");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = store.stats();
+    println!("hung: slowest check {slowest:?} (timeout {timeout:?}), {stats:?}");
+    assert!(slowest <= timeout + Duration::from_millis(25), "a check hung for {slowest:?}");
+    assert!(!stats.up && stats.fallbacks > 0);
+    server.resume();
+    let resumed = Instant::now();
+    let before = store.stats().round_trips;
+    while store.stats().round_trips == before || !store.stats().up {
+        assert!(resumed.elapsed() < Duration::from_secs(5), "never recovered: {:?}", store.stats());
+        check(&store, "k", 1).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = resumed.elapsed();
+    println!("recovered {took:?} after SIGCONT (cooldown {cooldown:?})");
+    assert!(took <= cooldown + Duration::from_millis(200), "recovery took {took:?}");
+}
