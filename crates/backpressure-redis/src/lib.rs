@@ -54,7 +54,9 @@
 //!   returns a store even when Redis does not answer; it applies the failure
 //!   mode (and says so) until its first probe connects.
 //! - **Local pre-check** (optional): a key Redis said is over its limit until
-//!   T is rejected locally, without a round trip, until T.
+//!   T is rejected locally, without a round trip, until T. Sharded (no lock
+//!   shared by every check) and bounded: once full, a new denial pushes an
+//!   older one out in O(1); `RedisStats::precheck_keys` counts what it holds.
 //! - Built on the `redis` crate's [`ConnectionManager`](redis::aio::ConnectionManager),
 //!   which reconnects by itself.
 //!

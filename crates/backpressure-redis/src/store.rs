@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use backpressure_core::{BoxError, ConfigError, LayerName, RateLimitInfo};
+use backpressure_core::{
+    BoxError, ConfigError, LayerName, RateLimitInfo,
+    stripe::{CachePadded, stripe_count},
+};
 use backpressure_rate::{Check, Decision, KeyedStore, Quota, RateStore, Verdict};
 use redis::{
     Script,
@@ -53,6 +56,8 @@ pub struct RedisStats {
     pub fallbacks: u64,
     /// Rejections decided locally by the pre-check.
     pub prechecked: u64,
+    /// Keys the pre-check remembers now (at most its `max_keys`).
+    pub precheck_keys: usize,
     /// Whether Redis is currently considered up.
     pub up: bool,
 }
@@ -79,8 +84,7 @@ struct Inner {
     mode: FailureMode,
     fallback: Option<KeyedStore>,
     hasher: RandomState,
-    precheck: Option<Mutex<HashMap<u64, u64>>>,
-    precheck_cap: usize,
+    precheck: Option<Precheck>,
     breaker: PathBreaker,
     epoch: Instant,
     name: LayerName,
@@ -196,6 +200,7 @@ impl RedisStore {
             errors: i.errors.load(Relaxed),
             fallbacks: i.fallbacks.load(Relaxed),
             prechecked: i.prechecked.load(Relaxed),
+            precheck_keys: i.precheck.as_ref().map_or(0, Precheck::len),
             up: i.breaker.up.load(Relaxed),
         }
     }
@@ -402,8 +407,7 @@ impl RedisStoreBuilder {
                 mode: self.mode,
                 fallback,
                 hasher: RandomState::new(),
-                precheck: self.precheck.map(|_| Mutex::new(HashMap::new())),
-                precheck_cap: self.precheck.unwrap_or(0),
+                precheck: self.precheck.filter(|&cap| cap > 0).map(Precheck::new),
                 breaker: PathBreaker {
                     threshold: self.breaker_threshold,
                     cooldown: u64::try_from(self.breaker_cooldown.as_nanos()).unwrap_or(u64::MAX),
@@ -519,33 +523,82 @@ impl Inner {
     }
 
     fn prechecked(&self, hash: u64, now: u64) -> Option<Decision> {
-        let map = self.precheck.as_ref()?;
-        let until = *map.lock().unwrap_or_else(PoisonError::into_inner).get(&hash)?;
-        (now < until).then(|| {
-            self.prechecked.fetch_add(1, Relaxed);
-            let retry_after = Duration::from_nanos(until - now);
-            Decision::new(
-                Verdict::Reject { retry_after: Some(retry_after) },
-                self.info(self.tol_us),
-            )
-        })
+        let until = self.precheck.as_ref()?.until(hash, now)?;
+        self.prechecked.fetch_add(1, Relaxed);
+        let retry_after = Duration::from_nanos(until - now);
+        Some(Decision::new(
+            Verdict::Reject { retry_after: Some(retry_after) },
+            self.info(self.tol_us),
+        ))
     }
 
     fn remember_denial(&self, hash: u64, now: u64, retry_after: Duration) {
-        let Some(map) = &self.precheck else { return };
+        let Some(precheck) = &self.precheck else { return };
         let until = now.saturating_add(u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX));
-        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.precheck_cap {
-            map.retain(|_, t| *t > now);
-            if map.len() >= self.precheck_cap {
-                return; // full of live denials: skip, never grow
-            }
-        }
-        map.insert(hash, until);
+        precheck.remember(hash, until);
     }
 }
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<Decision, BoxError>> + Send>>;
+
+/// One shard of the pre-check: key hash → denied until.
+type Shard = CachePadded<Mutex<HashMap<u64, u64>>>;
+
+/// Keys Redis said are over their limit, until when (store nanoseconds).
+///
+/// Shards, each behind its own lock on its own cache lines, picked by the
+/// key's hash: no lock shared by every check. A full shard makes room by
+/// dropping one entry (any: live or expired) in O(1), never by sweeping
+/// the map; an expired entry is dropped when a check finds it. At most
+/// `max_keys` entries in all (rounded up to a whole number per shard).
+struct Precheck {
+    shards: Box<[Shard]>,
+    per_shard: usize,
+}
+
+impl Precheck {
+    fn new(max_keys: usize) -> Self {
+        let count = (stripe_count() * 4).min(max_keys).max(1);
+        Precheck {
+            shards: (0..count).map(|_| CachePadded(Mutex::new(HashMap::new()))).collect(),
+            per_shard: max_keys.div_ceil(count),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        // The high bits: the map itself hashes the low ones again.
+        let index = (hash >> 32) as usize % self.shards.len();
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Until when `hash` is denied, if it still is at `now`.
+    fn until(&self, hash: u64, now: u64) -> Option<u64> {
+        let mut shard = self.shard(hash);
+        let until = *shard.get(&hash)?;
+        if now < until {
+            Some(until)
+        } else {
+            shard.remove(&hash);
+            None
+        }
+    }
+
+    /// Keys remembered now.
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len()).sum()
+    }
+
+    fn remember(&self, hash: u64, until: u64) {
+        let mut shard = self.shard(hash);
+        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
+            let evicted = shard.keys().next().copied();
+            if let Some(evicted) = evicted {
+                shard.remove(&evicted);
+            }
+        }
+        shard.insert(hash, until);
+    }
+}
 
 /// The one probe of a store whose path breaker is open: released when the
 /// probing check ends, whichever way.

@@ -360,3 +360,28 @@ async fn a_hung_redis_bounds_every_check_and_is_recovered_from() {
     println!("recovered {took:?} after SIGCONT (cooldown {cooldown:?})");
     assert!(took <= cooldown + Duration::from_millis(200), "recovery took {took:?}");
 }
+
+/// A flood of over-limit keys past the pre-check's size: the newest denial
+/// is remembered (an older one makes room, in O(1)), instead of the first
+/// version's `retain` over the whole map under one lock on every denial
+/// once full, after which a full map of live denials remembered nothing new.
+#[tokio::test]
+async fn a_full_precheck_remembers_the_newest_denials() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url(), Quota::per_minute(1).burst(1))
+        .local_precheck(8)
+        .connect()
+        .await
+        .unwrap();
+    // 64 keys, each over its limit (denied for a minute): 8 times the map.
+    for key in 0..64u64 {
+        assert!(allowed(&check(&store, &key, 1).await));
+        assert!(!allowed(&check(&store, &key, 1).await));
+    }
+    let trips = store.stats().round_trips;
+    // The last key denied is decided locally.
+    assert!(!allowed(&check(&store, &63u64, 1).await));
+    assert_eq!(store.stats().round_trips, trips, "the newest denial is remembered");
+    // And the map never grew past its size.
+    assert_eq!(store.stats().precheck_keys, 8);
+}
