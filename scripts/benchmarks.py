@@ -142,6 +142,23 @@ w(f"| two threads, one bucket | — | {ns(m('rate_two_threads_one_bucket/backpre
 w("")
 w(f"Redis store (`--bench redis`, its own `redis-server` on loopback): a check round trip {ns(m('rate_store_check/redis_loopback'))}, the in-memory store {ns(m('rate_store_check/in_memory'))}.\n")
 
+w("### Many checks in flight, one Redis\n")
+w("`cargo run --release -p backpressure-benches --example redis_throughput`: N tasks share")
+w("one store (one multiplexed connection, which pipelines their round trips) on a 2-worker")
+w("runtime and check as fast as they can for 2 s; `redis-benchmark` runs the same script")
+w("(`EVALSHA`) with N connections, unpipelined, on the same machine. Both share the")
+w("machine's cores with redis-server.\n")
+w("```text")
+w(text("redis-throughput.txt").rstrip())
+w("```\n")
+w("### Redis down, hung, back\n")
+w("`cargo test -p backpressure-redis --features testing --test redis -- --nocapture`")
+w("(real redis-server processes: killed, `SIGSTOP`ped and `SIGCONT`ed, started late):\n")
+for l in text("redis-outages.txt").splitlines():
+    if l.strip():
+        w(f"- {l.strip()}")
+w("")
+
 w("## Memory per rate-limit key\n")
 w("`cargo test -p backpressure-benches --release --test memory -- --nocapture`:\n")
 for l in grep("memory.txt", "heap per key"):
