@@ -20,8 +20,10 @@ use backpressure_core::{
 };
 use backpressure_rate::{Check, Decision, KeyedStore, Quota, RateStore, Verdict};
 use redis::{
-    Script,
+    RedisResult, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
 };
 use tokio::time::Instant;
 
@@ -70,10 +72,9 @@ pub struct RedisStore {
 
 struct Inner {
     /// Set by `connect`, or by the first probe that reaches Redis when it
-    /// was down at startup; the manager reconnects by itself after that.
-    conn: OnceLock<ConnectionManager>,
-    client: redis::Client,
-    manager_config: ConnectionManagerConfig,
+    /// was down at startup; the connection reconnects by itself after that.
+    conn: OnceLock<Conn>,
+    target: Target,
     script: Script,
     quota: Quota,
     t_us: u64,
@@ -102,6 +103,36 @@ struct PathBreaker {
     open_until: AtomicU64,
     probing: AtomicBool,
     up: AtomicBool,
+}
+
+/// Where the buckets live.
+enum Target {
+    /// One instance, through a connection manager.
+    Single(redis::Client, ConnectionManagerConfig),
+    /// A Redis Cluster: each bucket's key is a hash tag, so each check goes
+    /// to the one master that owns its slot.
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    async fn connect(&self) -> RedisResult<Conn> {
+        match self {
+            Target::Single(client, config) => {
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map(Conn::Single)
+            }
+            Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// A connection to either target (both multiplex and reconnect by
+/// themselves; the cluster one also follows slot moves and failovers).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 /// Whether a check may go to Redis.
@@ -162,7 +193,8 @@ impl PathBreaker {
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
 #[derive(Debug)]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Vec<String>,
+    cluster: bool,
     quota: Quota,
     prefix: String,
     timeout: Duration,
@@ -178,8 +210,26 @@ impl RedisStore {
     /// A builder for a store at `url` (`redis://host:port/db`) enforcing
     /// `quota` per key.
     pub fn builder(url: impl Into<String>, quota: Quota) -> RedisStoreBuilder {
+        Self::builder_for(vec![url.into()], false, quota)
+    }
+
+    /// A builder for a store on a Redis Cluster, given one or more of its
+    /// nodes (`redis://host:port`); the rest are discovered. Each bucket's
+    /// key is a hash tag, so a check is one round trip to the master that
+    /// owns its slot; slot moves and failovers are followed by the `redis`
+    /// crate's cluster client.
+    pub fn cluster<I, S>(nodes: I, quota: Quota) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::builder_for(nodes.into_iter().map(Into::into).collect(), true, quota)
+    }
+
+    fn builder_for(target: Vec<String>, cluster: bool, quota: Quota) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target,
+            cluster,
             quota,
             prefix: "bp".into(),
             timeout: Duration::from_millis(25),
@@ -363,18 +413,34 @@ impl RedisStoreBuilder {
         };
         // A URL that does not parse is a configuration error; a Redis that
         // does not answer is an outage, which the failure mode is for.
-        let client = redis::Client::open(self.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout.max(Duration::from_millis(100)))
-            .set_response_timeout(self.timeout.max(Duration::from_millis(100)))
-            .set_number_of_retries(1);
+        let io_timeout = self.timeout.max(Duration::from_millis(100));
+        let target = if self.cluster {
+            if self.target.is_empty() {
+                return Err(
+                    ConfigError::new(LAYER, "nodes", "name at least one cluster node").into()
+                );
+            }
+            Target::Cluster(
+                ClusterClient::builder(self.target.iter().map(String::as_str))
+                    .connection_timeout(io_timeout)
+                    .response_timeout(io_timeout)
+                    .retries(1)
+                    .build()?,
+            )
+        } else {
+            let url = self.target.first().map_or("", String::as_str);
+            Target::Single(
+                redis::Client::open(url)?,
+                ConnectionManagerConfig::new()
+                    .set_connection_timeout(io_timeout)
+                    .set_response_timeout(io_timeout)
+                    .set_number_of_retries(1),
+            )
+        };
         let name = self.name.unwrap_or(LayerName::from_static(LAYER));
         let conn = OnceLock::new();
-        let first = tokio::time::timeout(
-            self.timeout.max(Duration::from_secs(1)),
-            ConnectionManager::new_with_config(client.clone(), manager_config.clone()),
-        )
-        .await;
+        let first =
+            tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), target.connect()).await;
         let down = match first {
             Ok(Ok(manager)) => {
                 let _ = conn.set(manager);
@@ -395,8 +461,7 @@ impl RedisStoreBuilder {
         let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
-                client,
-                manager_config,
+                target,
                 script: Script::new(include_str!("gcra.lua")),
                 quota: self.quota,
                 t_us,
@@ -436,7 +501,7 @@ type Reply = (u8, u64, u64, u8);
 
 async fn round_trip(
     inner: &Inner,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: String,
     cost: u32,
     max_wait: Duration,
@@ -451,7 +516,13 @@ async fn round_trip(
         .arg(now_us.map_or(String::new(), |n| n.to_string()));
     // `invoke_async` sends EVALSHA and, on NOSCRIPT, loads the script and
     // retries: a restarted Redis or a SCRIPT FLUSH costs one extra trip.
-    match tokio::time::timeout(inner.timeout, invocation.invoke_async::<Reply>(conn)).await {
+    let call = async {
+        match conn {
+            Conn::Single(conn) => invocation.invoke_async::<Reply>(conn).await,
+            Conn::Cluster(conn) => invocation.invoke_async::<Reply>(conn).await,
+        }
+    };
+    match tokio::time::timeout(inner.timeout, call).await {
         Ok(result) => Ok(result?),
         Err(_) => Err("redis check timed out".into()),
     }
@@ -460,18 +531,15 @@ async fn round_trip(
 impl Inner {
     /// The connection, made now (within the timeout) if Redis was down when
     /// the store was built: only a probe gets here then.
-    async fn connection(&self) -> Result<ConnectionManager, BoxError> {
+    async fn connection(&self) -> Result<Conn, BoxError> {
         if let Some(conn) = self.conn.get() {
             return Ok(conn.clone());
         }
-        let manager = tokio::time::timeout(
-            self.timeout,
-            ConnectionManager::new_with_config(self.client.clone(), self.manager_config.clone()),
-        )
-        .await
-        .map_err(|_| "timed out connecting to redis")??;
+        let conn = tokio::time::timeout(self.timeout, self.target.connect())
+            .await
+            .map_err(|_| "timed out connecting to redis")??;
         // Another probe may have won (after a later cooldown): keep one.
-        Ok(self.conn.get_or_init(|| manager).clone())
+        Ok(self.conn.get_or_init(|| conn).clone())
     }
 
     fn now(&self) -> u64 {

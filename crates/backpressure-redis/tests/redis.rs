@@ -11,8 +11,8 @@ use std::{
 
 use backpressure_core::{BoxError, RejectKind, Rejected};
 use backpressure_rate::{Check, Decision, DirectStore, Quota, RateLimitLayer, RateStore, Verdict};
-use backpressure_redis::testing::RedisServer;
-use backpressure_redis::{FailureMode, RedisStore};
+use backpressure_redis::testing::{RedisCluster, RedisServer};
+use backpressure_redis::{FailureMode, RedisStore, RedisStoreBuilder};
 use tower::{Layer, ServiceExt, service_fn};
 
 async fn check<K>(store: &RedisStore, key: &K, cost: u32) -> Decision
@@ -64,18 +64,26 @@ async fn decisions_match_the_in_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_instances_share_one_global_quota() {
     let server = RedisServer::start();
+    four_replicas_share_one_quota(|quota| RedisStore::builder(server.url(), quota)).await;
+}
+
+/// The same on a Redis Cluster (3 masters, 3 replicas): each bucket lives
+/// on the master of its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_share_one_global_quota_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    four_replicas_share_one_quota(|quota| RedisStore::cluster(cluster.urls(), quota)).await;
+}
+
+/// Four stores (separate connections, as separate replicas would have)
+/// admit 500/s + a burst of 50 in all, within 2 %.
+async fn four_replicas_share_one_quota(builder: impl Fn(Quota) -> RedisStoreBuilder) {
     let quota = Quota::per_second(500).burst(50);
     let mut stores = Vec::new();
     for _ in 0..4 {
-        // Separate connections, as separate replicas would have.
-        stores.push(
-            RedisStore::builder(server.url(), quota)
-                .timeout(Duration::from_millis(200))
-                .connect()
-                .await
-                .unwrap(),
-        );
+        stores.push(builder(quota).timeout(Duration::from_millis(200)).connect().await.unwrap());
     }
+    assert!(stores.iter().all(|s| s.stats().up), "connected");
     let admitted = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let run_for = Duration::from_secs(2);
@@ -384,4 +392,85 @@ async fn a_full_precheck_remembers_the_newest_denials() {
     assert_eq!(store.stats().round_trips, trips, "the newest denial is remembered");
     // And the map never grew past its size.
     assert_eq!(store.stats().precheck_keys, 8);
+}
+
+/// Decisions on a cluster are the in-memory store's too, for keys spread
+/// over every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_store_decides_like_the_in_memory_store_on_every_master() {
+    let cluster = RedisCluster::start();
+    let quota = Quota::per_second(10).burst(3);
+    let redis = RedisStore::cluster(cluster.urls(), quota).connect().await.unwrap();
+    let base_us = 1_000_000_000u64;
+    for key in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        let memory = DirectStore::new(quota).unwrap();
+        for i in 0..8u64 {
+            let t_us = i * 40_000;
+            let mem = memory.decide_at((base_us + t_us) * 1_000, 1, Duration::ZERO);
+            let red = redis.check_at(key, 1, Duration::ZERO, base_us + t_us).await.unwrap();
+            assert_eq!(red.verdict, mem.verdict, "key {key}, arrival {i}");
+        }
+    }
+    assert!(redis.stats().errors == 0, "{:?}", redis.stats());
+}
+
+/// A cluster master dies mid-run. Checks on its slots get the failure mode
+/// for a bounded window — no panic, no check past its timeout — until its
+/// replica takes over; then Redis decides again. Keys on other masters are
+/// never affected for longer than the store's breaker needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_master_gives_a_bounded_window_of_fallbacks() {
+    let mut cluster = RedisCluster::start();
+    let timeout = Duration::from_millis(100);
+    let store = RedisStore::cluster(cluster.urls(), Quota::per_second(100_000))
+        .timeout(timeout)
+        .failure_mode(FailureMode::Open)
+        .breaker(3, Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert!(allowed(&check(&store, "victim", 1).await));
+    }
+    let trips = store.stats().round_trips;
+    let killed = cluster.kill_master_of("victim");
+    let killed_at = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut recovered = None;
+    while killed_at.elapsed() < Duration::from_secs(15) {
+        let before = store.stats().round_trips;
+        let started = Instant::now();
+        let d = check(&store, "victim", 1).await;
+        slowest = slowest.max(started.elapsed());
+        assert!(allowed(&d), "Open: admitted, by Redis or the failure mode");
+        if store.stats().round_trips > before && killed_at.elapsed() > Duration::from_millis(50) {
+            recovered = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = store.stats();
+    println!(
+        "master {killed} killed: Redis decided again after {recovered:?}; slowest check {slowest:?}; {stats:?}"
+    );
+    let recovered = recovered.expect("the replica took over and the store used it");
+    assert!(recovered <= Duration::from_secs(10), "fallback window {recovered:?}");
+    assert!(slowest <= timeout * 2 + Duration::from_millis(100), "a check took {slowest:?}");
+    assert!(stats.round_trips > trips);
+    // From then on, Redis decides.
+    let before = store.stats().round_trips;
+    for _ in 0..20 {
+        check(&store, "victim", 1).await;
+    }
+    assert!(store.stats().round_trips >= before + 15, "{:?}", store.stats());
+}
+
+#[tokio::test]
+async fn a_cluster_with_no_nodes_is_a_config_error_naming_them() {
+    let err = RedisStore::cluster(Vec::<String>::new(), Quota::per_second(1))
+        .connect()
+        .await
+        .expect_err("no nodes");
+    let config = err.downcast_ref::<backpressure_core::ConfigError>().expect("a ConfigError");
+    assert!(config.to_string().contains("nodes"), "{config}");
 }
