@@ -292,3 +292,81 @@ async fn the_deadline_survives_an_asynchronous_store() {
         assert_eq!(*seen.lock().unwrap(), Some(Some(deadline)), "{verdict:?}");
     }
 }
+
+/// Reserves (see `DirectStore`): a thread alone admits exactly what the
+/// bucket without reserves admits, request by request, whatever the
+/// arrivals. A burst of 4,096 gives every core a reserve on any machine (up
+/// to 64 stripes).
+#[tokio::test(start_paused = true)]
+async fn with_reserves_a_thread_alone_admits_exactly_what_the_bucket_does() {
+    use backpressure_rate::{Check, DirectStore};
+    let quota = Quota::per_second(5_000).burst(4_096);
+    let store = DirectStore::new(quota).unwrap();
+    let exact = DirectStore::new(quota).unwrap();
+    let start = tokio::time::Instant::now();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut admitted, mut rejected) = (0, 0);
+    for i in 0..50_000u32 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Bursts of back-to-back arrivals, then gaps up to 2 ms.
+        if state.is_multiple_of(8) {
+            advance(Duration::from_micros(state % 2_000)).await;
+        }
+        let now = u64::try_from(start.elapsed().as_nanos()).unwrap();
+        let ours = match RateStore::<()>::check(&store, &(), 1, Duration::ZERO) {
+            Check::Ready(d) => d.unwrap(),
+            Check::Pending(_) => unreachable!("in memory"),
+        };
+        let theirs = exact.decide_at(now, 1, Duration::ZERO);
+        assert_eq!(ours.verdict, theirs.verdict, "arrival {i} at {now} ns");
+        if matches!(ours.verdict, Verdict::Allow) {
+            admitted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(admitted > 4_096 && rejected > 1_000, "both sides seen: {admitted} / {rejected}");
+}
+
+/// Many threads on one bucket with reserves: never more than
+/// `burst + rate × elapsed` admitted (every unit is paid for before it is
+/// used), and the units held in reserves at the end are all that was taken
+/// and not used (at most a sixteenth of the burst).
+#[test]
+fn with_reserves_many_threads_never_exceed_the_bucket() {
+    use backpressure_rate::{Check, DirectStore};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    let (rate, burst) = (20_000u32, 8_192u32);
+    let store = Arc::new(DirectStore::new(Quota::per_second(rate).burst(burst)).unwrap());
+    let admitted = Arc::new(AtomicU64::new(0));
+    let start = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, admitted) = (Arc::clone(&store), Arc::clone(&admitted));
+            std::thread::spawn(move || {
+                for _ in 0..100_000 {
+                    if let Check::Ready(Ok(d)) =
+                        RateStore::<()>::check(&*store, &(), 1, Duration::ZERO)
+                        && matches!(d.verdict, Verdict::Allow)
+                    {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    let bound = f64::from(burst) + f64::from(rate) * elapsed;
+    println!("admitted {admitted} in {elapsed:.3} s; the bucket allows {bound:.0}");
+    assert!(admitted <= bound + 1.0, "{admitted} > {bound}");
+    assert!(admitted >= f64::from(burst) * 15.0 / 16.0, "{admitted}: most of the burst at least");
+}
