@@ -26,7 +26,10 @@ impl Permit {
     #[inline]
     pub(crate) fn new(shared: Stripe<Shared>, waited: bool) -> Self {
         let start = if shared.is_adaptive() {
-            let in_flight = shared.counter.in_flight();
+            // One load of the word: permits cores hold in reserve count as
+            // in flight (at most a sixteenth of the limit); summing the
+            // reserves would read every core's line on every request.
+            let in_flight = shared.counter.load().0;
             // The limit, not the backend, was the bottleneck for this
             // request: it had to wait, or it took the last permit, or the
             // queue stands (CoDel cut it short: a permit freed by a higher

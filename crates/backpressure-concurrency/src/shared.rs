@@ -25,11 +25,16 @@ use crate::{
 /// How many samples a core buffers before it waits for the algorithm.
 const SAMPLE_BATCH: usize = 32;
 
+/// How long a core that met the algorithm taken goes on batching.
+const STICKY: Duration = Duration::from_millis(10);
+
 /// Samples one core buffered while another held the algorithm.
 #[derive(Debug)]
 struct SampleStripe {
     /// How many are buffered (read without the lock).
     pending: AtomicUsize,
+    /// Until when (nanoseconds since the limiter was built) it batches.
+    batching_until: AtomicU64,
     buffer: Mutex<Vec<Sample>>,
 }
 
@@ -37,6 +42,7 @@ impl Default for SampleStripe {
     fn default() -> Self {
         SampleStripe {
             pending: AtomicUsize::new(0),
+            batching_until: AtomicU64::new(0),
             buffer: Mutex::new(Vec::with_capacity(SAMPLE_BATCH)),
         }
     }
@@ -88,10 +94,14 @@ pub(crate) struct Shared {
     /// request that finds a permit free (the queue was just cut short).
     /// Mirrors the queue's state after each slow-path visit.
     pub(crate) standing: AtomicBool,
-    algorithm: Option<Mutex<Box<dyn LimitAlgorithm>>>,
+    /// On cache lines of its own: every core locks it, and the fields
+    /// around it are read on every request.
+    algorithm: Option<CachePadded<Mutex<Box<dyn LimitAlgorithm>>>>,
     /// Per stripe, samples buffered while another core held the algorithm
     /// (adaptive limits only; see `record`).
     samples: Box<[CachePadded<SampleStripe>]>,
+    /// When the limiter was built (the stripes' clock).
+    epoch: Instant,
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
@@ -123,7 +133,8 @@ impl Shared {
             } else {
                 Box::default()
             },
-            algorithm: config.algorithm.map(Mutex::new),
+            algorithm: config.algorithm.map(|a| CachePadded(Mutex::new(a))),
+            epoch: Instant::now(),
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
             stats: Stats::default(),
@@ -385,22 +396,29 @@ impl Shared {
     /// The algorithm sits behind one lock. Taken for every sample, that lock
     /// was the cache line every core fought over (2 threads: 152 -> 512 ns
     /// per request per thread). So a core that finds it taken does not wait:
-    /// it buffers the sample in its own stripe and goes on; once its buffer
-    /// holds `SAMPLE_BATCH`, it feeds them all under one lock, and whoever
-    /// takes the lock first also feeds what other cores buffered. A thread
-    /// alone always finds the lock free: its samples are fed one by one, as
-    /// before, in order.
+    /// it buffers the sample in its own stripe and goes on, and keeps
+    /// buffering until `STICKY` has passed without it meeting the lock
+    /// taken again; once its buffer holds `SAMPLE_BATCH`, it feeds them all
+    /// under one lock. A core feeding samples one by one also feeds what
+    /// other cores left buffered, so at most `SAMPLE_BATCH - 1` samples per
+    /// core wait, and no longer than the next request after `STICKY` of
+    /// quiet. A thread alone always finds the lock free: its samples are fed
+    /// one by one, as before, in order.
     pub(crate) fn record(&self, now: Instant, sample: Sample) {
         let Some(algorithm) = &self.algorithm else { return };
         let stripe = &self.samples[thread_stripe(self.samples.len())];
-        if stripe.pending.load(Relaxed) == 0
-            && let Some(mut algorithm) = try_lock(algorithm)
-        {
-            self.drain_buffered(&mut **algorithm, now);
-            let new = algorithm.update(now, sample);
-            drop(algorithm);
-            self.publish(now, new);
-            return;
+        let at =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let sticky = u64::try_from(STICKY.as_nanos()).unwrap_or(u64::MAX);
+        if stripe.batching_until.load(Relaxed) <= at {
+            if let Some(mut algorithm) = try_lock(algorithm) {
+                self.drain_buffered(&mut **algorithm, now);
+                let new = algorithm.update(now, sample);
+                drop(algorithm);
+                self.publish(now, new);
+                return;
+            }
+            stripe.batching_until.store(at.saturating_add(sticky), Relaxed);
         }
         let mut batch = [None; SAMPLE_BATCH];
         {
@@ -415,12 +433,17 @@ impl Shared {
             }
             stripe.pending.store(0, Relaxed);
         }
-        let mut algorithm = algorithm.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut algorithm = try_lock(algorithm).unwrap_or_else(|| {
+            stripe.batching_until.store(at.saturating_add(sticky), Relaxed);
+            algorithm.lock().unwrap_or_else(PoisonError::into_inner)
+        });
         let mut new = self.limit.load(Relaxed);
         for sample in batch.into_iter().flatten() {
             new = algorithm.update(now, sample);
         }
-        let new = self.drain_buffered(&mut **algorithm, now).unwrap_or(new);
+        // Other cores' buffers are theirs to feed while they batch (taking
+        // them would pull their lines here); a core back to one by one
+        // feeds what is left.
         drop(algorithm);
         self.publish(now, new);
     }
@@ -444,6 +467,11 @@ impl Shared {
 
     /// Publishes the limit the algorithm returned.
     fn publish(&self, now: Instant, new: usize) {
+        // Most samples leave the limit as it was: read before writing, so
+        // that the line every admission reads is not written for nothing.
+        if self.limit.load(Relaxed) == new {
+            return;
+        }
         let old = self.limit.swap(new, Relaxed);
         if new != old {
             self.counter.set_limit(old, new);

@@ -602,8 +602,8 @@ impl backpressure_concurrency::LimitAlgorithm for CountingAlgorithm {
 
 /// Cores that find the adaptive algorithm busy buffer their samples (see
 /// `Shared::record`) instead of waiting for it: none may be lost. 4 threads
-/// race 20,000 requests; one more request afterwards, from a thread alone,
-/// feeds whatever is still buffered.
+/// race 20,000 requests; one more request after a quiet moment, from a
+/// thread alone, feeds whatever is still buffered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_sample_is_lost_when_cores_race_for_the_adaptive_algorithm() {
     let fed = Arc::new(AtomicUsize::new(0));
@@ -622,6 +622,9 @@ async fn no_sample_is_lost_when_cores_race_for_the_adaptive_algorithm() {
     while let Some(done) = tasks.join_next().await {
         done.unwrap().unwrap();
     }
+    // A quiet moment (cores stop batching 10 ms after they last met the
+    // algorithm taken), then one request.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let last = svc.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
