@@ -13,8 +13,10 @@ echo "==> criterion benches (layers, scaling, rate, redis)"
 cargo bench -p backpressure-benches 2>&1 | tee "$out/criterion.txt" | grep -E '^[a-z_]+/|time:' || true
 echo "==> Redis store: checks in flight, and a Redis that hangs or is down"
 cargo run -q --release -p backpressure-benches --example redis_throughput 2>&1 | tee "$out/redis-throughput.txt"
-cargo test -q -p backpressure-redis --features testing --test redis -- --nocapture \
-    hung dropped connected_while outage 2>&1 | grep -E "hung:|recovered|Redis used|outage:" | tee "$out/redis-outages.txt"
+cargo test -q -p backpressure-redis --features testing --test redis -- --nocapture --test-threads 1 \
+    hung dropped connected_while outage killed_cluster 2>&1 \
+    | grep -E "^\.*(killed|hung|probe dropped|started before|cluster master)" | sed 's/^\.*//' \
+    | tee "$out/redis-outages.txt"
 echo "==> memory per key"
 cargo test -q -p backpressure-benches --release --test memory -- --nocapture 2>&1 | tee "$out/memory.txt" | grep 'heap per key'
 cargo test -q -p backpressure-rate --release --test rate -- --nocapture a_key_spray 2>&1 | tee "$out/spray.txt" | grep 'key spray'

@@ -136,7 +136,9 @@ async fn a_redis_outage_is_bounded_and_recovered_from_without_a_restart() {
         assert!(allowed(&d), "the local fallback (250/s, burst 250) admits this trickle");
     }
     let stats = store.stats();
-    println!("outage: slowest check {slowest:?}, {stats:?}");
+    println!(
+        "killed (connection refused): slowest check {slowest:?} with a {timeout:?} timeout, {stats:?}"
+    );
     assert!(slowest <= timeout + Duration::from_millis(150), "a check hung for {slowest:?}");
     assert!(!stats.up);
     assert!(stats.fallbacks >= 100);
@@ -145,13 +147,18 @@ async fn a_redis_outage_is_bounded_and_recovered_from_without_a_restart() {
     // Redis comes back empty: no script cached. Checks succeed again, with
     // no restart of anything on our side.
     let _server = RedisServer::start_on(port);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(10);
     let before = store.stats().round_trips;
     while store.stats().round_trips == before {
         assert!(Instant::now() < deadline, "never recovered: {:?}", store.stats());
         let _ = check(&store, "k", 1).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!(
+        "killed, then restarted on its port: Redis used again {:?} after it was back",
+        back.elapsed()
+    );
     assert!(store.stats().up);
     for _ in 0..10 {
         check(&store, "k", 1).await;
@@ -277,7 +284,10 @@ async fn a_probe_dropped_mid_check_does_not_keep_the_store_on_its_fallback() {
         check(&store, "k", 1).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("recovered {:?} after Redis came back", started.elapsed());
+    println!(
+        "probe dropped mid-check, Redis restarted: Redis used again {:?} after it was back",
+        started.elapsed()
+    );
 }
 
 /// A service that starts during a Redis outage boots: `connect` returns a
@@ -318,7 +328,7 @@ async fn a_store_connected_while_redis_is_down_works_and_recovers() {
         assert!(back.elapsed() < Duration::from_secs(5), "never used Redis: {:?}", store.stats());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("Redis used {:?} after it came up", back.elapsed());
+    println!("started before Redis: Redis used {:?} after it came up", back.elapsed());
     assert!(store.stats().up);
 }
 
@@ -353,7 +363,7 @@ async fn a_hung_redis_bounds_every_check_and_is_recovered_from() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stats = store.stats();
-    println!("hung: slowest check {slowest:?} (timeout {timeout:?}), {stats:?}");
+    println!("hung (SIGSTOP): slowest check {slowest:?} with a {timeout:?} timeout, {stats:?}");
     assert!(slowest <= timeout + Duration::from_millis(25), "a check hung for {slowest:?}");
     assert!(!stats.up && stats.fallbacks > 0);
     server.resume();
@@ -365,7 +375,7 @@ async fn a_hung_redis_bounds_every_check_and_is_recovered_from() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = resumed.elapsed();
-    println!("recovered {took:?} after SIGCONT (cooldown {cooldown:?})");
+    println!("hung, then SIGCONT: Redis used again {took:?} after (breaker cooldown {cooldown:?})");
     assert!(took <= cooldown + Duration::from_millis(200), "recovery took {took:?}");
 }
 
@@ -451,7 +461,7 @@ async fn a_killed_cluster_master_gives_a_bounded_window_of_fallbacks() {
     }
     let stats = store.stats();
     println!(
-        "master {killed} killed: Redis decided again after {recovered:?}; slowest check {slowest:?}; {stats:?}"
+        "cluster master {killed} killed: failure mode until Redis decided again after {recovered:?}; slowest check {slowest:?}; {stats:?}"
     );
     let recovered = recovered.expect("the replica took over and the store used it");
     assert!(recovered <= Duration::from_secs(10), "fallback window {recovered:?}");
