@@ -184,12 +184,12 @@ fn http_trivial()
     )
 }
 
-#[test]
-fn the_whole_server_preset_allocates_nothing_without_the_deadline_extension() {
+/// The server preset with every piece — respond, timeout, rate limit,
+/// shed, adaptive concurrency limit, breaker; no `Deadline` extension — in
+/// front of [`http_trivial`].
+fn full_preset() -> impl Service<http::Request<()>, Error: std::fmt::Debug> {
     use backpressure::preset::ServerPreset;
-    // Every piece: respond, timeout, rate limit, shed, adaptive concurrency
-    // limit, breaker.
-    let preset = ServerPreset::new()
+    ServerPreset::new()
         .unwrap()
         .deadline_extension(false)
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
@@ -198,8 +198,13 @@ fn the_whole_server_preset_allocates_nothing_without_the_deadline_extension() {
                 .classify(backpressure::core::HttpClassify)
                 .build()
                 .unwrap(),
-        );
-    assert_eq!(http_allocations_per_request(preset.layer(http_trivial()), 1_000), 0.0);
+        )
+        .layer(http_trivial())
+}
+
+#[test]
+fn the_whole_server_preset_allocates_nothing_without_the_deadline_extension() {
+    assert_eq!(http_allocations_per_request(full_preset(), 1_000), 0.0);
 }
 
 #[test]
@@ -217,20 +222,9 @@ fn the_deadline_extension_costs_three_allocations_on_a_bare_request() {
 /// 680 bytes; `perf record` on `preset_probe`). Those paths box it now.
 #[test]
 fn the_whole_server_presets_response_future_stays_small() {
-    use backpressure::preset::ServerPreset;
-    let preset = ServerPreset::new()
-        .unwrap()
-        .deadline_extension(false)
-        .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
-        .breaker(
-            CircuitBreakerLayer::builder()
-                .classify(backpressure::core::HttpClassify)
-                .build()
-                .unwrap(),
-        );
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _ctx = rt.enter();
-    let mut svc = preset.layer(http_trivial());
+    let mut svc = full_preset();
     let request = http::Request::new(());
     let size = std::mem::size_of_val(&svc.call(http::Request::new(())));
     println!("response future {size} B; the request alone {} B", std::mem::size_of_val(&request));
