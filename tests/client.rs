@@ -208,6 +208,37 @@ async fn non_idempotent_requests_are_never_retried_and_bodies_are_resent_intact(
     assert_eq!(seen[2].1, Method::POST);
 }
 
+/// An upstream is told nothing of our deadlines unless the preset opts in
+/// for it: the first version wrote `grpc-timeout` into every request, to
+/// third parties too, leaking internal deadlines. Opted in, each attempt
+/// carries what is left (minus the margin). Either way, an attempt with no
+/// budget left is not sent.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_reaches_only_upstreams_that_opt_in() {
+    let (addr, seen) = serve(script(|_| (StatusCode::OK, vec![], Duration::ZERO))).await;
+    let third_party = ServiceBuilder::new()
+        .client_preset(ClientPreset::new().unwrap().timeout(Duration::from_secs(2)).unwrap())
+        .service(hyper_client());
+    third_party.oneshot(request(Method::GET, addr, "")).await.unwrap();
+    let internal = ServiceBuilder::new()
+        .client_preset(
+            ClientPreset::new()
+                .unwrap()
+                .timeout(Duration::from_secs(2))
+                .unwrap()
+                .propagate_deadline(),
+        )
+        .service(hyper_client());
+    internal.oneshot(request(Method::GET, addr, "")).await.unwrap();
+    let seen = seen.all();
+    assert_eq!(seen[0].3, None, "no grpc-timeout to an upstream that did not opt in");
+    let sent = seen[1].3.expect("grpc-timeout to the upstream that opted in");
+    assert!(
+        sent <= Duration::from_millis(1_995) && sent > Duration::from_millis(1_900),
+        "{sent:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
     // B: the slow back end, 2 s per request.
@@ -216,8 +247,10 @@ async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
     // A: a server behind the server preset whose handler calls B through
     // the client preset, passing its own deadline on.
     let a_seen = Seen::default();
-    let to_b =
-        ServiceBuilder::new().client_preset(ClientPreset::new().unwrap()).service(hyper_client());
+    // Internal hops: the deadline goes along.
+    let to_b = ServiceBuilder::new()
+        .client_preset(ClientPreset::new().unwrap().propagate_deadline())
+        .service(hyper_client());
     let a_app = Router::new()
         .route(
             "/{*path}",
@@ -257,7 +290,13 @@ async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
     tokio::spawn(async move { axum::serve(listener, a_app).await.unwrap() });
 
     let client = ServiceBuilder::new()
-        .client_preset(ClientPreset::new().unwrap().timeout(Duration::from_millis(800)).unwrap())
+        .client_preset(
+            ClientPreset::new()
+                .unwrap()
+                .timeout(Duration::from_millis(800))
+                .unwrap()
+                .propagate_deadline(),
+        )
         .service(hyper_client());
     let start = Instant::now();
     // A's own deadline (what the client sent, minus the 5 ms margin) ends

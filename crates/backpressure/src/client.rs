@@ -39,9 +39,11 @@ pub type ClientThrottle = AdaptiveThrottleLayer<HttpClassify>;
 ///    AIMD from 20, queue of 50 within the deadline);
 /// 6. **rate limit** ([`rate_limit`](Self::rate_limit), off by default) —
 ///    the downstream's quota;
-/// 7. **deadline propagation** — each attempt carries what is left of the
-///    deadline as `grpc-timeout` (minus a 5 ms margin, and optionally a
-///    header); an attempt with no budget left is not sent;
+/// 7. **deadline propagation** — an attempt with no budget left is not
+///    sent; with [`propagate_deadline`](Self::propagate_deadline) (opt-in,
+///    per upstream: a deadline is internal information a third party has
+///    no use for) each attempt carries what is left of the deadline as
+///    `grpc-timeout` (minus a 5 ms margin, and optionally a header);
 /// 8. your client.
 ///
 /// Why this order, and what goes wrong in the others:
@@ -151,9 +153,11 @@ impl ClientPreset {
     /// [`HttpRetry`] with 3 attempts within a 10 % + 1/s budget; pushback
     /// held within the deadline; adaptive throttling (K = 2, from 20 requests
     /// in its 2-minute window); an AIMD limit
-    /// from 20 (1..=500) with a queue of 50; `grpc-timeout` written with a
-    /// 5 ms margin. Build one preset per upstream: the budget, the pushback,
-    /// the throttle and the limit describe that upstream.
+    /// from 20 (1..=500) with a queue of 50; the deadline not written into
+    /// requests (opt in with [`propagate_deadline`](Self::propagate_deadline)
+    /// for upstreams of your own). Build one preset per upstream: the
+    /// budget, the pushback, the throttle, the limit and whether it may
+    /// know your deadlines describe that upstream.
     ///
     /// # Errors
     ///
@@ -185,7 +189,11 @@ impl ClientPreset {
             breaker: throttle,
             concurrency,
             rate: Identity::new(),
-            send: SendDeadlineLayer::new(HttpDeadline::client().margin(Duration::from_millis(5))),
+            // Nothing written until the upstream opts in: a deadline is
+            // internal information (`propagate_deadline`).
+            send: SendDeadlineLayer::new(
+                HttpDeadline::client().write_grpc_timeout(false).margin(Duration::from_millis(5)),
+            ),
             handles,
         })
     }
@@ -202,9 +210,21 @@ impl<R, B, L, Q> ClientPreset<R, B, L, Q> {
         Ok(self)
     }
 
-    /// How the deadline is written into outgoing requests (default:
+    /// Tells this upstream the deadline: each attempt carries what is left
+    /// of it as `grpc-timeout`, minus a 5 ms margin for the trip. For
+    /// upstreams of your own (they can honour it, and nothing leaks); a
+    /// third party learns nothing of your deadlines unless you opt in.
+    #[must_use]
+    pub fn propagate_deadline(self) -> Self {
+        self.propagate(HttpDeadline::client().margin(Duration::from_millis(5)))
+    }
+
+    /// How the deadline is written into outgoing requests (default: not at
+    /// all; [`propagate_deadline`](Self::propagate_deadline) writes
     /// `grpc-timeout` with a 5 ms margin; add a millisecond header with
-    /// [`HttpDeadline::header`]).
+    /// [`HttpDeadline::header`]). Whatever is written, an attempt with no
+    /// budget left is not sent.
+    #[must_use]
     pub fn propagate(mut self, propagate: HttpDeadline) -> Self {
         self.send = SendDeadlineLayer::new(propagate);
         self
