@@ -9,14 +9,24 @@ scripts/install-deps.sh
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo clippy (its incompatible_msrv lint holds std APIs to rust-version)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings -D clippy::incompatible_msrv
 
 echo "==> cargo deny"
 cargo deny --log-level error check licenses bans sources
 
-echo "==> cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
+echo "==> cargo doc, as docs.rs builds it (every feature, --cfg docsrs: gated items badged)"
+# RUSTC_BOOTSTRAP lets the stable rustdoc take `feature(doc_cfg)`, as the
+# nightly one docs.rs runs does.
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="-D warnings --cfg docsrs" \
+    cargo doc --workspace --all-features --no-deps --quiet
+grep -q 'Available on crate feature `redis` only' \
+    "${CARGO_TARGET_DIR:-target}/doc/backpressure/index.html" \
+    || { echo "the facade's feature-gated modules are not badged"; exit 1; }
+
+echo "==> cargo package (every published crate packages and builds from its package)"
+cargo package --workspace --exclude backpressure-benches --exclude backpressure-lab \
+    --allow-dirty --quiet
 
 echo "==> overload lab (smoke run)"
 cargo run --release --quiet --example overload -- --duration 2 >/dev/null

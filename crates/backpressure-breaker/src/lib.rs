@@ -87,6 +87,7 @@
 //! | rejection | its own error | `Rejected(CircuitOpen)` with `retry_after` |
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod future;
 mod handle;

@@ -148,6 +148,7 @@
 //! | priorities | none | shares of the limit, priority-ordered queue |
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algorithm;
 mod counter;

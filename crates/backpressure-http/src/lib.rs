@@ -39,6 +39,7 @@
 //! gRPC service's `NamedService` name through any layer.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod extract;
 #[cfg(feature = "tonic")]

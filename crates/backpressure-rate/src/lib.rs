@@ -69,6 +69,7 @@
 //! | over limit | parks in `poll_ready` | error | `Rejected(RateLimited)`, or a bounded wait |
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod future;

@@ -78,6 +78,7 @@
 //! | `backpressure_redis_up` | gauge (1 up, 0 in outage) | `name` |
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod key;
 mod store;

@@ -58,6 +58,7 @@
 //! | error | `Overloaded` | `Rejected(Overloaded)` with a retry hint |
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod curve;
 mod future;

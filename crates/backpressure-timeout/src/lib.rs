@@ -68,6 +68,7 @@
 //!   budget as `grpc-timeout` (client side).
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod future;
 pub mod grpc;

@@ -48,6 +48,19 @@
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //! | [`retry`] | `backpressure-retry` | retries within a budget, full-jitter backoff, never past the deadline; HTTP/gRPC idempotency and `Retry-After` rules |
 //!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `http` | HTTP and gRPC in every layer: `RespondLayer` (429/503/504 or gRPC statuses, `Retry-After`, `RateLimit` headers), `ClientIp`, the priority header, deadline propagation, the `ServerPreset` and `ClientPreset` |
+//! | `axum` | `http`, and `ClientIp::peer()` reads axum's `ConnectInfo` (serve with `into_make_service_with_connect_info::<SocketAddr>()`) |
+//! | `tonic` | `http`, `Named` keeps a tonic service's name through the layers, and `ClientIp::peer()` reads tonic's `TcpConnectInfo` |
+//! | `metrics` | counters and gauges through the `metrics` facade in every layer that records any |
+//! | `redis` | `backpressure::redis`: a global rate limit on Redis or a Redis Cluster |
+//! | `fast-clock` | the CPU's timestamp counter for rate limits (`with_fast_clock`), as governor uses, instead of tokio's clock |
+//!
+//! None is on by default.
+//!
 //! With the `http` feature, [`preset::ServerPreset`] stacks them in the
 //! recommended order in front of an axum or tonic service, and its docs
 //! explain the order and what goes wrong in the others.
@@ -57,6 +70,7 @@
 //! propagated downstream.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The shared vocabulary: rejections, outcomes, deadlines, priorities.
 pub use backpressure_core as core;
