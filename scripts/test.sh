@@ -56,6 +56,7 @@ done
 
 echo "==> examples (smoke runs; each asserts its own claims)"
 cargo run --quiet --example client >/dev/null
+cargo run --quiet --example reqwest -- --smoke >/dev/null
 cargo run --quiet --example axum -- --smoke >/dev/null
 cargo run --quiet --example tonic -- --smoke >/dev/null
 cargo run --release --quiet --example overload -- --real --duration 1 --loads 2 --stacks tower,adaptive >/dev/null

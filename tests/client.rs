@@ -337,3 +337,78 @@ async fn the_stack_is_a_plain_tower_service_with_boxed_errors() {
         client.ready().await.unwrap().call(request(Method::GET, addr, "")).await;
     assert_eq!(res.unwrap().status(), 200);
 }
+
+/// A real `reqwest::Client` behind the client preset. reqwest speaks its own
+/// request and response types; the preset speaks `http`'s. This is the
+/// whole adapter a user writes (also in `examples/reqwest.rs`).
+mod with_reqwest {
+    use super::*;
+
+    pub(super) fn reqwest_service(
+        client: reqwest::Client,
+    ) -> impl Service<
+        http::Request<String>,
+        Response = http::Response<reqwest::Body>,
+        Error = reqwest::Error,
+        Future: Send,
+    > + Clone
+    + Send {
+        tower::service_fn(move |req: http::Request<String>| {
+            let client = client.clone();
+            async move {
+                let res = client.execute(reqwest::Request::try_from(req)?).await?;
+                Ok(http::Response::from(res))
+            }
+        })
+    }
+
+    fn get(addr: SocketAddr) -> http::Request<String> {
+        http::Request::get(format!("http://{addr}/x")).body(String::new()).unwrap()
+    }
+
+    /// The upstream answers 503 with `Retry-After: 1`, then 200: reqwest's
+    /// request is retried (within the budget) and not before the second
+    /// the upstream asked for.
+    #[tokio::test(start_paused = true)]
+    async fn reqwest_is_retried_within_the_budget_and_after_the_retry_after() {
+        let (addr, seen) = serve(script(|n| {
+            if n == 0 {
+                (StatusCode::SERVICE_UNAVAILABLE, vec![("retry-after", "1")], Duration::ZERO)
+            } else {
+                (StatusCode::OK, vec![], Duration::ZERO)
+            }
+        }))
+        .await;
+        let preset = ClientPreset::new().unwrap();
+        let handles = preset.handles();
+        let client = ServiceBuilder::new()
+            .client_preset(preset)
+            .service(reqwest_service(reqwest::Client::new()));
+        let res = client.oneshot(get(addr)).await.unwrap();
+        assert_eq!(res.status(), 200, "{:?}", handles.snapshot());
+        let seen = seen.all();
+        assert_eq!(seen.len(), 2, "one retry");
+        let gap = seen[1].0 - seen[0].0;
+        assert!(gap >= Duration::from_secs(1), "retried {gap:?} after a Retry-After of 1 s");
+        let s = handles.snapshot();
+        assert_eq!(s.retry.map(|r| r.retries), Some(1), "{s:?}");
+    }
+
+    /// The deadline goes to the upstream that opted in, not to the other.
+    #[tokio::test(start_paused = true)]
+    async fn reqwest_sends_the_deadline_only_where_asked() {
+        let (addr, seen) = serve(script(|_| (StatusCode::OK, vec![], Duration::ZERO))).await;
+        for preset in
+            [ClientPreset::new().unwrap(), ClientPreset::new().unwrap().propagate_deadline()]
+        {
+            let client = ServiceBuilder::new()
+                .client_preset(preset.timeout(Duration::from_secs(3)).unwrap())
+                .service(reqwest_service(reqwest::Client::new()));
+            assert_eq!(client.oneshot(get(addr)).await.unwrap().status(), 200);
+        }
+        let seen = seen.all();
+        assert_eq!(seen[0].3, None);
+        let sent = seen[1].3.expect("grpc-timeout where asked");
+        assert!(sent > Duration::from_millis(2_900) && sent <= Duration::from_millis(2_995));
+    }
+}

@@ -73,8 +73,9 @@ pub type ClientThrottle = AdaptiveThrottleLayer<HttpClassify>;
 /// `Channel` take it as is. `reqwest::Client` is a tower service over its
 /// own request type; put a `service_fn` in between that converts with
 /// `reqwest::Request::try_from(http::Request)` and
-/// `http::Response::from(reqwest::Response)` (this workspace does not
-/// depend on reqwest, so that adapter is not tested here).
+/// `http::Response::from(reqwest::Response)` — `examples/reqwest.rs` shows
+/// it, and `tests/client.rs` drives a real `reqwest::Client` through the
+/// preset (retries, `Retry-After`, deadline propagation).
 ///
 /// ```
 /// use std::time::Duration;
