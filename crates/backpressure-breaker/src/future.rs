@@ -102,6 +102,14 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<F> {

@@ -368,6 +368,14 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<F, C> std::fmt::Debug for ThrottleFuture<F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThrottleFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = ThrottleProj]
     enum ThrottleState<F, C> {

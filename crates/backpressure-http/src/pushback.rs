@@ -418,6 +418,17 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<S, Req> std::fmt::Debug for PushbackFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushbackFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, Req, F> {

@@ -113,6 +113,14 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<F> std::fmt::Debug for RateLimitHeadersFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitHeadersFuture").finish_non_exhaustive()
+    }
+}
+
 impl<F, B, E> Future for RateLimitHeadersFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,

@@ -262,6 +262,14 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<Fut, F> std::fmt::Debug for RespondFuture<Fut, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespondFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<Fut> {

@@ -29,6 +29,17 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<S, Req, F, St> std::fmt::Debug for ResponseFuture<S, Req, F, St>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, Req, Fut, F, St> {

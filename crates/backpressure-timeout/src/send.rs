@@ -109,6 +109,14 @@ pin_project! {
     }
 }
 
+/// Opaque: what a future holds is the inner service's and the request's
+/// business; `Debug` names the type so that stacks of layers can derive it.
+impl<F> std::fmt::Debug for SendFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = SendProj]
     enum SendState<F> {
