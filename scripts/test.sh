@@ -37,8 +37,10 @@ echo "==> overload lab in a terminal (a pseudo-terminal: its progress line must 
 timeout 120 script -qec "cargo run --release --quiet --example overload -- --duration 1 --loads 2 --stacks adaptive" /dev/null >/dev/null
 
 echo "==> loom model of the concurrency limiter's lock-free handoff"
+# A dev build: from nothing it builds in half the time of a release one
+# (22 s against 47 s here), and the models run in 0.1 s either way.
 RUSTFLAGS="--cfg backpressure_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
-    cargo test -p backpressure-concurrency --lib --release --quiet loom
+    cargo test -p backpressure-concurrency --lib --quiet loom
 
 echo "==> cargo test"
 cargo test --workspace --all-features --all-targets

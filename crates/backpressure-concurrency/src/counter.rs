@@ -12,7 +12,7 @@
 //! checks this exhaustively:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg backpressure_loom" cargo test -p backpressure-concurrency --lib --release loom
+//! RUSTFLAGS="--cfg backpressure_loom" cargo test -p backpressure-concurrency --lib loom
 //! ```
 //!
 //! # Reserves: many cores, one limit
