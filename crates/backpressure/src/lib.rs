@@ -44,7 +44,7 @@
 //! | [`shed`] | `backpressure-shed` | priority-aware shedding on limiter occupancy, event-loop lag, in-flight or custom signals |
 //! | [`breaker`] | `backpressure-breaker` | circuit breaker with sliding count/time windows, slow calls, backoff; SRE adaptive throttling |
 //! | `http` (feature) | `backpressure-http` | `RespondLayer` (429/503/504, gRPC statuses, `Retry-After`, `RateLimit` headers), `ClientIp` with trusted hops, priority header, `PushbackLayer` for clients |
-//! | `redis` (feature) | `backpressure-redis` | a `RateStore` on Redis: one Lua round trip, Redis time, bounded failure modes |
+//! | `redis` (feature) | `backpressure-redis` | a `RateStore` on Redis or a Redis Cluster: one Lua round trip, Redis time, bounded failure modes |
 //! | [`concurrency`] | `backpressure-concurrency` | fixed and adaptive (Gradient2, AIMD, Vegas) limits, bounded FIFO/LIFO/CoDel queue, priorities |
 //! | [`retry`] | `backpressure-retry` | retries within a budget, full-jitter backoff, never past the deadline; HTTP/gRPC idempotency and `Retry-After` rules |
 //!
