@@ -231,3 +231,81 @@ fn the_whole_server_presets_response_future_stays_small() {
     // 336-352 bytes today (680 before); tokio's timer alone is 96.
     assert!(size <= 384, "the preset's response future grew to {size} bytes");
 }
+
+/// A rejection allocates its boxed error and nothing else: the metric it
+/// records (`metrics` is on in this package) uses a handle the layer
+/// resolved once, not a label string and a key built per event — the first
+/// version allocated exactly when the system was overloaded.
+#[test]
+fn a_rejection_allocates_only_its_error_metrics_included() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let limit = ConcurrencyLimitLayer::builder().limit(1).max_queue(0).build().unwrap();
+        let mut svc = limit.layer(service_fn(|x: u64| async move {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(x)
+        }));
+        let mut held = Box::pin(svc.ready().await.unwrap().call(0));
+        // Polled once: it holds the one permit.
+        assert!(futures_poll_once(&mut held));
+        for _ in 0..10 {
+            assert!(svc.ready().await.unwrap().call(1).await.is_err());
+        }
+        let before = allocations();
+        for _ in 0..1_000 {
+            assert!(svc.ready().await.unwrap().call(1).await.is_err());
+        }
+        let per = (allocations() - before) as f64 / 1_000.0;
+        println!("allocations per rejection: {per}");
+        assert_eq!(per, 1.0);
+        drop(held);
+    });
+}
+
+/// Allocations per call of `svc`, every call an error (a rejection).
+async fn allocations_per_rejection<S: Service<u64>>(svc: &mut S) -> f64 {
+    for _ in 0..10 {
+        assert!(svc.ready().await.is_ok_and(|_| true));
+        assert!(svc.call(1).await.is_err(), "a rejection");
+    }
+    let before = allocations();
+    for _ in 0..1_000 {
+        let _ = svc.ready().await;
+        assert!(svc.call(1).await.is_err(), "a rejection");
+    }
+    (allocations() - before) as f64 / 1_000.0
+}
+
+/// The same for the rate limit, the shedder and an open breaker.
+#[test]
+fn rate_shed_and_breaker_rejections_allocate_only_their_error() {
+    use backpressure::core::{BoxError, Priority};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let mut rate = RateLimitLayer::new(Quota::per_minute(1).burst(1)).unwrap().layer(trivial());
+        assert!(rate.ready().await.unwrap().call(0).await.is_ok(), "the one admitted");
+        assert_eq!(allocations_per_rejection(&mut rate).await, 1.0, "rate limit");
+
+        // A signal far past capacity: the shedder turns Sheddable work away.
+        let mut shed = LoadShedLayer::builder(|| 3.0)
+            .priority(|_: &u64| Priority::Sheddable)
+            .build()
+            .unwrap()
+            .layer(trivial());
+        assert_eq!(allocations_per_rejection(&mut shed).await, 1.0, "shed");
+
+        // A dependency that always fails opens the breaker.
+        let failing = service_fn(|_: u64| async { Err::<u64, BoxError>("down".into()) });
+        let mut breaker = CircuitBreakerLayer::new().unwrap().layer(failing);
+        for _ in 0..200 {
+            let _ = breaker.ready().await;
+            let _ = breaker.call(1).await;
+        }
+        assert_eq!(allocations_per_rejection(&mut breaker).await, 1.0, "open breaker");
+    });
+}
+
+fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(f).poll(&mut cx).is_pending()
+}

@@ -21,14 +21,34 @@ pub(crate) fn state(name: &LayerName, current: State) {
     }
 }
 
-#[cfg(feature = "metrics")]
-pub(crate) fn rejected(name: &LayerName) {
-    metrics::counter!("backpressure_breaker_rejected_total", "name" => name.to_string())
-        .increment(1);
+/// The rejection counter, resolved at the first rejection and kept (no
+/// label string and key built per rejection while the circuit is open);
+/// install the recorder before the first request.
+#[derive(Default)]
+pub(crate) struct Rejected {
+    #[cfg(feature = "metrics")]
+    counter: std::sync::OnceLock<metrics::Counter>,
+}
+
+impl std::fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rejected").finish_non_exhaustive()
+    }
+}
+
+impl Rejected {
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record(&self, name: &LayerName) {
+        self.counter
+            .get_or_init(|| {
+                metrics::counter!("backpressure_breaker_rejected_total", "name" => name.to_string())
+            })
+            .increment(1);
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    pub(crate) fn record(&self, _name: &LayerName) {}
 }
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn state(_name: &LayerName, _current: State) {}
-
-#[cfg(not(feature = "metrics"))]
-pub(crate) fn rejected(_name: &LayerName) {}

@@ -87,7 +87,7 @@ impl<S, C> CircuitBreaker<S, C> {
     #[cold]
     fn reject(&self, retry_after: Option<std::time::Duration>) -> BoxError {
         self.shared.rejected.fetch_add(1, Relaxed);
-        crate::metrics::rejected(&self.shared.name);
+        self.shared.rejected_metric.record(&self.shared.name);
         let mut r = Rejected::new(RejectKind::CircuitOpen).with_layer(self.shared.name.clone());
         if let Some(after) = retry_after {
             r = r.with_retry_after(after);

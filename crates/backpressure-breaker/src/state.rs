@@ -141,6 +141,7 @@ pub(crate) struct Shared {
     listener: Option<Listener>,
     pub(crate) name: LayerName,
     pub(crate) rejected: AtomicU64,
+    pub(crate) rejected_metric: crate::metrics::Rejected,
 }
 
 /// What `call` may do.
@@ -180,6 +181,7 @@ impl Shared {
             listener,
             name,
             rejected: AtomicU64::new(0),
+            rejected_metric: crate::metrics::Rejected::default(),
         }
     }
 

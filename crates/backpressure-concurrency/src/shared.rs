@@ -105,6 +105,7 @@ pub(crate) struct Shared {
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
+    metrics: metrics::Metrics,
 }
 
 pub(crate) struct Config {
@@ -138,6 +139,7 @@ impl Shared {
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
             stats: Stats::default(),
+            metrics: metrics::Metrics::default(),
         }
     }
 
@@ -187,7 +189,7 @@ impl Shared {
             _ => &self.stats.rejected_overloaded,
         };
         counter.fetch_add(1, Relaxed);
-        metrics::rejected(&self.name, kind);
+        self.metrics.rejected(&self.name, kind);
         tracing::trace!(layer = %self.name, reason = kind.as_str(), "request rejected");
         let rejected = Rejected::new(kind).with_layer(self.name.clone());
         match kind {
@@ -323,7 +325,7 @@ impl Shared {
             (recent - recent / 8).saturating_add(nanos / 8).max(1)
         };
         self.stats.queue_wait_recent_nanos.store(next, Relaxed);
-        metrics::queue_wait(&self.name, wait);
+        self.metrics.queue_wait(&self.name, wait);
     }
 
     /// Polls a queued request: `Ok` once it holds a permit.
@@ -476,7 +478,7 @@ impl Shared {
         if new != old {
             self.counter.set_limit(old, new);
             tracing::debug!(layer = %self.name, from = old, to = new, "concurrency limit changed");
-            metrics::limit(&self.name, new);
+            self.metrics.limit(&self.name, new);
             if new > old && self.counter.has_waiters() {
                 let mut q = self.lock();
                 self.dispatch(&mut q, now);

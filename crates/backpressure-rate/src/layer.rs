@@ -49,6 +49,7 @@ pub(crate) struct Shared<St> {
     pub(crate) publish: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
+    pub(crate) rejected_metric: crate::metrics::Rejected,
 }
 
 /// Applies [`RateLimit`]: GCRA rate limiting, one bucket (direct) or one per
@@ -365,6 +366,7 @@ impl<E, C, Spec> RateLimitBuilder<E, C, Spec> {
                 publish: self.publish,
                 name: self.name.unwrap_or(LayerName::from_static(LAYER)),
                 stats: Stats::default(),
+                rejected_metric: crate::metrics::Rejected::default(),
             }),
             key: self.key,
             cost: self.cost,

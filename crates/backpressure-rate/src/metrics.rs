@@ -4,13 +4,36 @@
 //! | name | kind | labels |
 //! |---|---|---|
 //! | `backpressure_rate_limited_total` | counter | `name` |
+//!
+//! The handle is resolved at the first rejection and kept (no label string
+//! and key built per rejection); install the recorder before the first
+//! request.
 
 use backpressure_core::LayerName;
 
-#[cfg(feature = "metrics")]
-pub(crate) fn rejected(name: &LayerName) {
-    metrics::counter!("backpressure_rate_limited_total", "name" => name.to_string()).increment(1);
+/// The rejection counter, resolved at first use.
+#[derive(Default)]
+pub(crate) struct Rejected {
+    #[cfg(feature = "metrics")]
+    counter: std::sync::OnceLock<metrics::Counter>,
 }
 
-#[cfg(not(feature = "metrics"))]
-pub(crate) fn rejected(_name: &LayerName) {}
+impl std::fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rejected").finish_non_exhaustive()
+    }
+}
+
+impl Rejected {
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record(&self, name: &LayerName) {
+        self.counter
+            .get_or_init(
+                || metrics::counter!("backpressure_rate_limited_total", "name" => name.to_string()),
+            )
+            .increment(1);
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    pub(crate) fn record(&self, _name: &LayerName) {}
+}

@@ -71,7 +71,7 @@ pub(crate) fn rejection<St>(
     retry_after: Option<Duration>,
 ) -> BoxError {
     shared.stats.rejected.fetch_add(1, Relaxed);
-    crate::metrics::rejected(&shared.name);
+    shared.rejected_metric.record(&shared.name);
     tracing::trace!(layer = %shared.name, ?retry_after, "rate limited");
     let mut r = Rejected::new(RejectKind::RateLimited)
         .with_layer(shared.name.clone())

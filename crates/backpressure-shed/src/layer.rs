@@ -21,6 +21,7 @@ pub(crate) struct Shared<P> {
     pub(crate) rng: Draw,
     pub(crate) name: LayerName,
     pub(crate) shed: [AtomicU64; 4],
+    pub(crate) shed_metric: crate::metrics::Shed,
 }
 
 /// Applies [`LoadShed`]: sheds requests by priority when a pressure signal
@@ -195,6 +196,7 @@ impl<P, E> LoadShedBuilder<P, E> {
                 rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
                 name: self.name.unwrap_or(LayerName::from_static(LAYER)),
                 shed: Default::default(),
+                shed_metric: crate::metrics::Shed::default(),
             }),
             priority: self.priority,
         })

@@ -114,7 +114,7 @@ impl<S, P: Pressure, E> LoadShed<S, P, E> {
     #[cold]
     fn reject(&self, priority: Priority) -> BoxError {
         self.shared.shed[priority.index()].fetch_add(1, Relaxed);
-        crate::metrics::shed(&self.shared.name, priority);
+        self.shared.shed_metric.record(&self.shared.name, priority);
         tracing::trace!(layer = %self.shared.name, %priority, "request shed");
         let mut r = Rejected::new(RejectKind::Overloaded).with_layer(self.shared.name.clone());
         if let Some(after) = self.shared.signal.retry_after() {
