@@ -265,7 +265,7 @@ fn a_rejection_allocates_only_its_error_metrics_included() {
 /// Allocations per call of `svc`, every call an error (a rejection).
 async fn allocations_per_rejection<S: Service<u64>>(svc: &mut S) -> f64 {
     for _ in 0..10 {
-        assert!(svc.ready().await.is_ok_and(|_| true));
+        let _ = svc.ready().await;
         assert!(svc.call(1).await.is_err(), "a rejection");
     }
     let before = allocations();

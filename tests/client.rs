@@ -344,7 +344,7 @@ async fn the_stack_is_a_plain_tower_service_with_boxed_errors() {
 mod with_reqwest {
     use super::*;
 
-    pub(super) fn reqwest_service(
+    fn reqwest_service(
         client: reqwest::Client,
     ) -> impl Service<
         http::Request<String>,

@@ -3,7 +3,7 @@
 use std::{
     sync::{
         Mutex, MutexGuard, PoisonError, TryLockError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst},
     },
     task::{Context, Poll},
     time::Duration,
@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     samples: Box<[CachePadded<SampleStripe>]>,
     /// When the limiter was built (the stripes' clock).
     epoch: Instant,
+    /// Some stripe may hold buffered samples.
+    buffered: AtomicBool,
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
@@ -136,6 +138,7 @@ impl Shared {
             },
             algorithm: config.algorithm.map(|a| CachePadded(Mutex::new(a))),
             epoch: Instant::now(),
+            buffered: AtomicBool::new(false),
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
             stats: Stats::default(),
@@ -153,7 +156,12 @@ impl Shared {
     /// How many permits `priority` may hold at most under the current limit.
     #[inline]
     fn threshold(&self, priority: Priority) -> usize {
-        let limit = self.limit.load(Relaxed);
+        self.threshold_at(self.limit.load(Relaxed), priority)
+    }
+
+    /// [`threshold`](Self::threshold) under a limit already read.
+    #[inline]
+    fn threshold_at(&self, limit: usize, priority: Priority) -> usize {
         let share = usize::from(self.shares[priority.index()]);
         (limit * share).div_ceil(100).max(1).min(limit.max(1))
     }
@@ -164,7 +172,7 @@ impl Shared {
     #[inline]
     pub(crate) fn try_fast(&self, priority: Priority) -> bool {
         let limit = self.limit.load(Relaxed);
-        let threshold = self.threshold(priority);
+        let threshold = self.threshold_at(limit, priority);
         let stripe = thread_stripe(self.counter.stripes());
         match self.counter.try_acquire_unqueued(threshold, stripe, threshold >= limit) {
             Some(false) => true,
@@ -428,6 +436,12 @@ impl Shared {
             buffer.push(sample);
             if buffer.len() < SAMPLE_BATCH {
                 stripe.pending.store(buffer.len(), Relaxed);
+                drop(buffer);
+                // After the push: a drainer that cleared the flag before
+                // reading this stripe either saw the sample or is seen here.
+                if !self.buffered.load(SeqCst) {
+                    self.buffered.store(true, SeqCst);
+                }
                 return;
             }
             for (slot, sample) in batch.iter_mut().zip(buffer.drain(..)) {
@@ -453,6 +467,12 @@ impl Shared {
     /// Feeds what other cores buffered (caller holds the algorithm);
     /// returns the limit after the last of them, if any.
     fn drain_buffered(&self, algorithm: &mut dyn LimitAlgorithm, now: Instant) -> Option<usize> {
+        // One load when nothing is buffered (a thread alone), not one per
+        // stripe: cleared before the stripes are read, so a sample buffered
+        // after a stripe was read sets it again (see `record`).
+        if !self.buffered.load(SeqCst) || !self.buffered.swap(false, SeqCst) {
+            return None;
+        }
         let mut last = None;
         for stripe in self.samples.iter() {
             if stripe.pending.load(Relaxed) == 0 {

@@ -251,12 +251,12 @@ async fn fifo_lifo_and_codel_orders() {
     assert_eq!(order[1], 4, "newest first once congested: {order:?}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn codel_cuts_waits_short_once_the_queue_stands() {
-    // A queue of 2: one waiter fills it to nine tenths.
-    let layer = ConcurrencyLimitLayer::builder()
+/// One permit, a CoDel queue of `max_queue` (FIFO, 5 ms target, 100 ms
+/// interval) whose waiters may otherwise wait 5 s.
+fn codel_fifo_of_one(max_queue: usize) -> ConcurrencyLimitLayer {
+    ConcurrencyLimitLayer::builder()
         .limit(1)
-        .max_queue(2)
+        .max_queue(max_queue)
         .max_wait(Duration::from_secs(5))
         .discipline(Discipline::Codel {
             target: Duration::from_millis(5),
@@ -264,7 +264,13 @@ async fn codel_cuts_waits_short_once_the_queue_stands() {
             adaptive_lifo: false,
         })
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn codel_cuts_waits_short_once_the_queue_stands() {
+    // A queue of 2: one waiter fills it to nine tenths.
+    let layer = codel_fifo_of_one(2);
     let mut svc = layer.layer(Gauge::default().service::<()>(10_000));
     let mut running = task::spawn(svc.call(()));
     assert_pending!(running.poll());
@@ -293,17 +299,7 @@ async fn codel_cuts_waits_short_once_the_queue_stands() {
 /// handed out — rather than served 150 ms stale or left to their 5 s.
 #[tokio::test(start_paused = true)]
 async fn codel_cuts_waiters_that_queued_before_the_queue_stood() {
-    let layer = ConcurrencyLimitLayer::builder()
-        .limit(1)
-        .max_queue(3)
-        .max_wait(Duration::from_secs(5))
-        .discipline(Discipline::Codel {
-            target: Duration::from_millis(5),
-            interval: Duration::from_millis(100),
-            adaptive_lifo: false,
-        })
-        .build()
-        .unwrap();
+    let layer = codel_fifo_of_one(3);
     let handle = layer.handle();
     let mut svc = layer.layer(Gauge::default().service::<()>(10_000));
     let mut running = task::spawn(svc.call(()));

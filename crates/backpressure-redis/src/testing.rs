@@ -187,6 +187,9 @@ impl RedisCluster {
                     break;
                 }
                 assert!(Instant::now() < deadline, "cluster not ok on {}: {info}", node.port);
+                // Real time, on purpose: this waits for six redis-server
+                // processes to agree, which no paused clock can hurry, and
+                // they expose no event to wait on but `cluster info`.
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
