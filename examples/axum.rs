@@ -22,9 +22,12 @@
 //! seq 400 | xargs -P 400 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
 //!     -H 'x-internal-priority: sheddable' -H 'x-forwarded-for: 10.0.0.{}' localhost:3000/slow | sort | uniq -c
 //!
-//! # What the layers did:
+//! # What the layers did (described series; the library keeps the gauges):
 //! curl -s localhost:3000/metrics | grep backpressure_
 //! ```
+//!
+//! A Grafana dashboard and Prometheus alert rules over these series are in
+//! `examples/monitoring/` (`grafana-dashboard.json`, `alerts.yml`).
 //!
 //! # A slow endpoint that is not a bottleneck, with a real client
 //!
@@ -127,28 +130,16 @@ fn app(
         )
         .layer(preset);
     // The metrics endpoint sits outside the preset: scraping must work while
-    // the API sheds.
-    let router = api
-        .merge(Router::new().route("/metrics", get(move || std::future::ready(metrics.render()))));
+    // the API sheds. The library publishes every layer's counters and
+    // gauges once a second; `flush` makes this scrape exact.
+    let router = api.merge(Router::new().route(
+        "/metrics",
+        get(move || {
+            backpressure::metrics::flush();
+            std::future::ready(metrics.render())
+        }),
+    ));
     Ok((router, limit))
-}
-
-/// Exports the limiter's live figures as gauges once a second (the layers
-/// record counters themselves; in-flight and queue depth are read here).
-fn export_gauges(limit: ConcurrencyLimitHandle) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let s = limit.snapshot();
-            metrics::gauge!("backpressure_concurrency_in_flight", "name" => "server")
-                .set(s.in_flight as f64);
-            metrics::gauge!("backpressure_concurrency_queued", "name" => "server")
-                .set(s.queued as f64);
-            metrics::gauge!("backpressure_concurrency_limit", "name" => "server")
-                .set(s.limit as f64);
-        }
-    });
 }
 
 async fn smoke(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
@@ -162,18 +153,20 @@ async fn smoke(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     if !statuses.contains(&429) || !statuses.contains(&200) {
         return Err("expected both 200s and 429s".into());
     }
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let res = client.get(format!("http://{addr}/metrics").parse()?).await?;
     let body = res.into_body().collect().await?.to_bytes();
     let text = String::from_utf8_lossy(&body);
     let ours: Vec<&str> = text.lines().filter(|l| l.starts_with("backpressure_")).collect();
     println!("/metrics:\n  {}", ours.join("\n  "));
-    if !text.contains("backpressure_rate_limited_total")
-        || !text.contains("backpressure_concurrency_in_flight")
-    {
-        return Err(
-            "expected the rate limiter's counter and the limiter's gauges in /metrics".into()
-        );
+    for expected in [
+        "# HELP backpressure_concurrency_in_flight",
+        r#"backpressure_rate_rejected_total{name="rate-limit",reason="rate_limited"}"#,
+        r#"backpressure_concurrency_limit{name="server"} 20"#,
+        r#"backpressure_http_responses_total{reason="rate_limited"}"#,
+    ] {
+        if !text.contains(expected) {
+            return Err(format!("expected {expected:?} in /metrics").into());
+        }
     }
     println!("smoke test passed");
     Ok(())
@@ -183,8 +176,7 @@ async fn smoke(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().map_err(|e| format!("axum example: {e}"))?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
-    let (router, limit) = app(args.per_ip_rate, metrics)?;
-    export_gauges(limit);
+    let (router, _limit) = app(args.per_ip_rate, metrics)?;
     let listener =
         TcpListener::bind(if args.smoke { "127.0.0.1:0".parse()? } else { args.addr }).await?;
     let addr = listener.local_addr()?;

@@ -232,10 +232,11 @@ fn the_whole_server_presets_response_future_stays_small() {
     assert!(size <= 384, "the preset's response future grew to {size} bytes");
 }
 
-/// A rejection allocates its boxed error and nothing else: the metric it
-/// records (`metrics` is on in this package) uses a handle the layer
-/// resolved once, not a label string and a key built per event — the first
-/// version allocated exactly when the system was overloaded.
+/// A rejection allocates its boxed error and nothing else: with `metrics`
+/// on (it is in this package) the layer counts it in its own state and the
+/// library publishes it later, off the request's path — the first version
+/// built a label string and a key per event, allocating exactly when the
+/// system was overloaded.
 #[test]
 fn a_rejection_allocates_only_its_error_metrics_included() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();

@@ -8,6 +8,7 @@ use backpressure_core::{BoxError, Classify, Deadline, Outcome, stripe::Stripe};
 use pin_project_lite::pin_project;
 
 use crate::{
+    metrics,
     state::{Admit, Shared, duration_nanos},
     window::Mark,
 };
@@ -42,9 +43,16 @@ impl CallGuard {
     fn complete(&mut self, outcome: Outcome) {
         self.done = true;
         let failed = match outcome {
-            Outcome::Success => false,
-            Outcome::Failure | Outcome::Overloaded => true,
+            Outcome::Success => {
+                self.shared.count(metrics::SUCCESS);
+                false
+            }
+            Outcome::Failure | Outcome::Overloaded => {
+                self.shared.count(metrics::FAILURE);
+                true
+            }
             Outcome::Ignore => {
+                self.shared.count(metrics::IGNORED);
                 if let Admit::Probe(round) = self.admit {
                     self.shared.return_probe(round);
                 }
@@ -81,7 +89,12 @@ impl Drop for CallGuard {
         if self.done {
             return;
         }
-        match (self.dropped(), self.admit) {
+        let dropped = self.dropped();
+        self.shared.count(match dropped {
+            Some((mark, _)) if mark.failed => metrics::FAILURE,
+            _ => metrics::CANCELLED,
+        });
+        match (dropped, self.admit) {
             (Some((mark, now)), Admit::Closed) => self.shared.record_closed_mark(mark, Some(now)),
             (Some((mark, now)), Admit::Probe(round)) => {
                 self.shared.record_probe_mark(round, mark, now);

@@ -26,6 +26,11 @@ pub struct Snapshot {
     pub consecutive_opens: u32,
     /// Calls rejected while open.
     pub rejected: u64,
+    /// Times the breaker opened.
+    pub opened: u64,
+    /// In metrics-only mode, failed calls after which the breaker would
+    /// have tripped (it never does).
+    pub shadow_tripped: u64,
 }
 
 impl BreakerHandle {
@@ -49,6 +54,8 @@ impl BreakerHandle {
             time_until_half_open: self.shared.time_until_half_open(),
             consecutive_opens: self.shared.consecutive_opens(),
             rejected: self.shared.rejected.load(Relaxed),
+            opened: self.shared.opened.load(Relaxed),
+            shadow_tripped: self.shared.shadow_tripped.load(Relaxed),
         }
     }
 

@@ -371,11 +371,9 @@ impl<C> CircuitBreakerBuilder<C> {
             cancel_is_failure: self.cancel_is_failure,
         };
         let name = self.name.unwrap_or(LayerName::from_static(LAYER));
-        let shared = Shared::new(config, window, self.listener, name, seed);
-        crate::metrics::state(&shared.name, State::Closed);
-        Ok(CircuitBreakerLayer {
-            shared: StripedArc::new(Arc::new(shared)),
-            classify: self.classify,
-        })
+        let shared = Arc::new(Shared::new(config, window, self.listener, name, seed));
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&shared) as _);
+        Ok(CircuitBreakerLayer { shared: StripedArc::new(shared), classify: self.classify })
     }
 }

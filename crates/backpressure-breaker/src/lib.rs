@@ -68,8 +68,10 @@
 //!   rates close or reopen the breaker. A late probe from an earlier round
 //!   is ignored.
 //! - **Observable**: [`BreakerHandle::snapshot`], a state-change callback,
-//!   `tracing` events on every transition, and with the `metrics` feature a
-//!   state gauge whose old state's series drops to 0 on each transition.
+//!   `tracing` events on every transition, and with the `metrics` feature
+//!   requests, admissions, rejections, call outcomes, trips, would-be trips
+//!   in metrics-only mode and a state gauge (published by the library once a
+//!   second; names in the `metrics` module's source and in `backpressure::metrics`).
 //!
 //! # Adaptive throttling
 //!

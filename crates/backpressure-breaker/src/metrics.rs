@@ -1,54 +1,130 @@
 //! Metric names, recorded through the `metrics` facade when the `metrics`
-//! feature is on.
+//! feature is on, and compiled out otherwise.
 //!
 //! | name | kind | labels |
 //! |---|---|---|
+//! | `backpressure_breaker_requests_total` | counter | `name` |
+//! | `backpressure_breaker_admitted_total` | counter | `name` |
+//! | `backpressure_breaker_rejected_total` | counter | `name`, `reason` (`circuit_open`) |
+//! | `backpressure_breaker_calls_total` | counter | `name`, `outcome` (`success`, `failure`, `ignored`, `cancelled`) |
+//! | `backpressure_breaker_opened_total` | counter | `name` |
+//! | `backpressure_breaker_shadow_tripped_total` | counter | `name` |
 //! | `backpressure_breaker_state` | gauge, 1 for the current state and 0 for every other | `name`, `state` |
-//! | `backpressure_breaker_rejected_total` | counter | `name` |
 //!
-//! The state gauge writes every state's series on each transition, so the
-//! old state's series drops to 0 instead of staying at 1.
+//! Counted in the breaker (per core for what every call counts) and
+//! published by the library once a second (`backpressure_core::metrics`):
+//! a call touches no recorder. A call's outcome is counted when it
+//! completes: `failure` includes calls cut by their deadline; `cancelled`
+//! is a call dropped unfinished for another reason (the client went away).
+//! `opened_total` counts every trip, so an outage shorter than a scrape
+//! still shows. `shadow_tripped_total` counts, in
+//! [`metrics_only`](crate::CircuitBreakerBuilder::metrics_only) mode, the
+//! failed calls after which the breaker would have tripped.
 
-use backpressure_core::LayerName;
+/// Indices into the breaker's per-core counts.
+pub(crate) const REQUESTS: usize = 0;
+pub(crate) const ADMITTED: usize = 1;
+pub(crate) const SUCCESS: usize = 2;
+pub(crate) const FAILURE: usize = 3;
+pub(crate) const IGNORED: usize = 4;
+pub(crate) const CANCELLED: usize = 5;
 
-use crate::State;
+/// The breaker's metrics state.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) counts: backpressure_core::metrics::Counts<6>,
+    published: [backpressure_core::metrics::Published; 3],
+}
 
 #[cfg(feature = "metrics")]
-pub(crate) fn state(name: &LayerName, current: State) {
-    for s in State::ALL {
-        metrics::gauge!("backpressure_breaker_state", "name" => name.to_string(), "state" => s.as_str())
-            .set(if s == current { 1.0 } else { 0.0 });
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        "backpressure_breaker_requests_total",
+        Unit::Count,
+        "Calls that reached the circuit breaker."
+    );
+    describe_counter!(
+        "backpressure_breaker_admitted_total",
+        Unit::Count,
+        "Calls the circuit breaker let through."
+    );
+    describe_counter!(
+        "backpressure_breaker_rejected_total",
+        Unit::Count,
+        "Calls the circuit breaker rejected, by reason."
+    );
+    describe_counter!(
+        "backpressure_breaker_calls_total",
+        Unit::Count,
+        "Calls through the circuit breaker that ended, by outcome."
+    );
+    describe_counter!(
+        "backpressure_breaker_opened_total",
+        Unit::Count,
+        "Times the circuit opened."
+    );
+    describe_counter!(
+        "backpressure_breaker_shadow_tripped_total",
+        Unit::Count,
+        "Failed calls after which a metrics-only breaker would have tripped."
+    );
+    describe_gauge!(
+        "backpressure_breaker_state",
+        Unit::Count,
+        "1 for the circuit breaker's current state, 0 for the others."
+    );
+}
+
+#[cfg(feature = "metrics")]
+impl backpressure_core::metrics::Publish for crate::state::Shared {
+    fn publish(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        describe();
+        let name = self.name.to_string();
+        let m = &self.metrics;
+        metrics::counter!("backpressure_breaker_requests_total", "name" => name.clone())
+            .increment(m.counts.unpublished(REQUESTS));
+        metrics::counter!("backpressure_breaker_admitted_total", "name" => name.clone())
+            .increment(m.counts.unpublished(ADMITTED));
+        for (outcome, i) in [
+            ("success", SUCCESS),
+            ("failure", FAILURE),
+            ("ignored", IGNORED),
+            ("cancelled", CANCELLED),
+        ] {
+            metrics::counter!("backpressure_breaker_calls_total", "name" => name.clone(), "outcome" => outcome)
+                .increment(m.counts.unpublished(i));
+        }
+        metrics::counter!("backpressure_breaker_rejected_total", "name" => name.clone(), "reason" => "circuit_open")
+            .increment(m.published[0].since(self.rejected.load(Relaxed)));
+        metrics::counter!("backpressure_breaker_opened_total", "name" => name.clone())
+            .increment(m.published[1].since(self.opened.load(Relaxed)));
+        metrics::counter!("backpressure_breaker_shadow_tripped_total", "name" => name.clone())
+            .increment(m.published[2].since(self.shadow_tripped.load(Relaxed)));
+        let current = self.state();
+        for s in crate::State::ALL {
+            metrics::gauge!("backpressure_breaker_state", "name" => name.clone(), "state" => s.as_str())
+                .set(if s == current { 1.0 } else { 0.0 });
+        }
     }
 }
 
-/// The rejection counter, resolved at the first rejection and kept (no
-/// label string and key built per rejection while the circuit is open);
-/// install the recorder before the first request.
-#[derive(Default)]
-pub(crate) struct Rejected {
-    #[cfg(feature = "metrics")]
-    counter: std::sync::OnceLock<metrics::Counter>,
-}
-
-impl std::fmt::Debug for Rejected {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rejected").finish_non_exhaustive()
+impl crate::state::Shared {
+    /// Counts an event of the breaker's (metrics).
+    #[inline]
+    pub(crate) fn count(&self, _i: usize) {
+        #[cfg(feature = "metrics")]
+        self.metrics.counts.add(_i);
     }
 }
 
-impl Rejected {
-    #[cfg(feature = "metrics")]
-    pub(crate) fn record(&self, name: &LayerName) {
-        self.counter
-            .get_or_init(|| {
-                metrics::counter!("backpressure_breaker_rejected_total", "name" => name.to_string())
-            })
-            .increment(1);
+/// What was counted since the last publication is published as the
+/// breaker goes.
+#[cfg(feature = "metrics")]
+impl Drop for crate::state::Shared {
+    fn drop(&mut self) {
+        backpressure_core::metrics::Publish::publish(self);
     }
-
-    #[cfg(not(feature = "metrics"))]
-    pub(crate) fn record(&self, _name: &LayerName) {}
 }
-
-#[cfg(not(feature = "metrics"))]
-pub(crate) fn state(_name: &LayerName, _current: State) {}

@@ -74,10 +74,12 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        self.shared.count(crate::metrics::REQUESTS);
         let admit = self.shared.admit();
         if let Admit::Reject(retry_after) = admit {
             return ResponseFuture::rejected(self.reject(retry_after));
         }
+        self.shared.count(crate::metrics::ADMITTED);
         let guard = CallGuard::new(self.shared.local(), admit);
         ResponseFuture::called(self.inner.call(req), guard, self.classify.clone())
     }
@@ -87,7 +89,6 @@ impl<S, C> CircuitBreaker<S, C> {
     #[cold]
     fn reject(&self, retry_after: Option<std::time::Duration>) -> BoxError {
         self.shared.rejected.fetch_add(1, Relaxed);
-        self.shared.rejected_metric.record(&self.shared.name);
         let mut r = Rejected::new(RejectKind::CircuitOpen).with_layer(self.shared.name.clone());
         if let Some(after) = retry_after {
             r = r.with_retry_after(after);

@@ -141,7 +141,13 @@ pub(crate) struct Shared {
     listener: Option<Listener>,
     pub(crate) name: LayerName,
     pub(crate) rejected: AtomicU64,
-    pub(crate) rejected_metric: crate::metrics::Rejected,
+    /// Times the breaker opened.
+    pub(crate) opened: AtomicU64,
+    /// Completed calls that found the window past a threshold in
+    /// metrics-only mode: each would have tripped the breaker.
+    pub(crate) shadow_tripped: AtomicU64,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// What `call` may do.
@@ -181,7 +187,10 @@ impl Shared {
             listener,
             name,
             rejected: AtomicU64::new(0),
-            rejected_metric: crate::metrics::Rejected::default(),
+            opened: AtomicU64::new(0),
+            shadow_tripped: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -237,7 +246,9 @@ impl Shared {
     fn announce(&self, change: Change) {
         let Some((from, to)) = change else { return };
         tracing::info!(layer = %self.name, %from, %to, "circuit breaker state changed");
-        crate::metrics::state(&self.name, to);
+        if to == State::Open {
+            self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(listener) = &self.listener {
             listener(from, to);
         }
@@ -371,7 +382,7 @@ impl Shared {
             Window::Count(w) => w.record(mark),
             Window::Time(w) => w.record(now.unwrap_or_else(|| self.now()), mark),
         };
-        if !(mark.failed || mark.slow) || self.config.metrics_only {
+        if !(mark.failed || mark.slow) {
             return;
         }
         let Some(c) = counts else { return };
@@ -380,8 +391,25 @@ impl Shared {
                 || c.slow_rate() >= self.config.slow_rate)
             && self.state() == State::Closed
         {
-            self.trip(c, now.unwrap_or_else(|| self.now()));
+            if self.config.metrics_only {
+                self.shadow_trip(c);
+            } else {
+                self.trip(c, now.unwrap_or_else(|| self.now()));
+            }
         }
+    }
+
+    /// Metrics-only mode: the breaker would trip now, and does not.
+    #[cold]
+    fn shadow_trip(&self, c: Counts) {
+        self.shadow_tripped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            layer = %self.name,
+            failure_rate = c.failure_rate(),
+            slow_rate = c.slow_rate(),
+            calls = c.calls,
+            "circuit breaker would trip (metrics only)"
+        );
     }
 
     #[cold]

@@ -230,6 +230,9 @@ async fn metrics_only_records_but_never_trips() {
     }
     let snap = layer.handle().snapshot();
     assert_eq!((snap.state, snap.counts.failures), (State::Closed, 10));
+    // It says what it would have done: trip at the fifth failure (the
+    // minimum), and at each one after.
+    assert_eq!((snap.shadow_tripped, snap.opened, snap.rejected), (6, 0, 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -423,8 +423,11 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             cancel_is_drop: self.cancel_is_drop,
             name: self.name.unwrap_or(LayerName::from_static(LAYER)),
         });
+        let shared = Arc::new(shared);
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&shared) as _);
         Ok(ConcurrencyLimitLayer {
-            shared: StripedArc::new(Arc::new(shared)),
+            shared: StripedArc::new(shared),
             priority: self.priority,
             deadline: self.deadline,
             classify: self.classify,

@@ -132,9 +132,17 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
+//! | `backpressure_concurrency_requests_total` | counter | `name` |
+//! | `backpressure_concurrency_admitted_total` | counter | `name` |
 //! | `backpressure_concurrency_rejected_total` | counter | `name`, `reason` |
+//! | `backpressure_concurrency_in_flight` | gauge | `name` |
+//! | `backpressure_concurrency_queued` | gauge | `name` |
 //! | `backpressure_concurrency_limit` | gauge | `name` |
 //! | `backpressure_concurrency_queue_wait_seconds` | histogram | `name` |
+//!
+//! Requests and admissions are counted per core; the library publishes the
+//! counters and gauges once a second (`backpressure::metrics::flush` at
+//! once), so no request touches the recorder.
 //!
 //! # Differences from `tower::limit::ConcurrencyLimit`
 //!

@@ -1,30 +1,43 @@
 //! Metric names, recorded through the `metrics` facade when the `metrics`
-//! feature is on, and compiled out otherwise. Only slow paths record: the
-//! admit fast path touches no metric.
+//! feature is on, and compiled out otherwise.
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `backpressure_concurrency_rejected_total` | counter | `name`, `reason` |
+//! | `backpressure_concurrency_requests_total` | counter | `name` |
+//! | `backpressure_concurrency_admitted_total` | counter | `name` |
+//! | `backpressure_concurrency_rejected_total` | counter | `name`, `reason` (`overloaded`, `queue_timeout`, `deadline_exceeded`) |
+//! | `backpressure_concurrency_in_flight` | gauge | `name` |
+//! | `backpressure_concurrency_queued` | gauge | `name` |
 //! | `backpressure_concurrency_limit` | gauge | `name` |
 //! | `backpressure_concurrency_queue_wait_seconds` | histogram | `name` |
 //!
-//! Each series' handle is resolved once, at its first event, and kept: a
-//! rejection then costs an atomic add, not a label string and a key built
-//! per event (the first version allocated exactly when the system was
-//! overloaded). Install the recorder before the first request: a handle
-//! resolved earlier keeps the recorder it found.
+//! Counters and gauges are counted in the limiter (requests and admissions
+//! per core) and published by the library once a second
+//! (`backpressure_core::metrics`): a request touches no recorder. The queue
+//! wait histogram is recorded per dequeued request (a request that queued
+//! has taken a lock already), through a handle resolved at its first
+//! sample.
+//!
+//! `requests_total` counts calls; a request is then admitted, rejected, or
+//! given up by its caller while queued (neither).
 
 use std::time::Duration;
 
-use backpressure_core::{LayerName, RejectKind};
+use backpressure_core::LayerName;
 
-/// The limiter's metric handles, resolved at first use.
+/// Indices into the limiter's per-core counts.
+#[cfg(feature = "metrics")]
+pub(crate) const REQUESTS: usize = 0;
+#[cfg(feature = "metrics")]
+pub(crate) const ADMITTED: usize = 1;
+
+/// The limiter's metrics state.
 #[derive(Default)]
 pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
-    rejected: [std::sync::OnceLock<metrics::Counter>; 5],
+    pub(crate) counts: backpressure_core::metrics::Counts<2>,
     #[cfg(feature = "metrics")]
-    limit: std::sync::OnceLock<metrics::Gauge>,
+    rejected: [backpressure_core::metrics::Published; 3],
     #[cfg(feature = "metrics")]
     queue_wait: std::sync::OnceLock<metrics::Histogram>,
 }
@@ -35,35 +48,82 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Describes the series (name, unit, help), for the recorder's output.
+#[cfg(feature = "metrics")]
+pub(crate) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "backpressure_concurrency_requests_total",
+        Unit::Count,
+        "Requests that reached the concurrency limit."
+    );
+    describe_counter!(
+        "backpressure_concurrency_admitted_total",
+        Unit::Count,
+        "Requests that got a permit, at once or after queuing."
+    );
+    describe_counter!(
+        "backpressure_concurrency_rejected_total",
+        Unit::Count,
+        "Requests the concurrency limit turned away, by reason."
+    );
+    describe_gauge!(
+        "backpressure_concurrency_in_flight",
+        Unit::Count,
+        "Requests holding a permit."
+    );
+    describe_gauge!(
+        "backpressure_concurrency_queued",
+        Unit::Count,
+        "Requests waiting for a permit."
+    );
+    describe_gauge!(
+        "backpressure_concurrency_limit",
+        Unit::Count,
+        "The concurrency limit (adaptive limits move)."
+    );
+    describe_histogram!(
+        "backpressure_concurrency_queue_wait_seconds",
+        Unit::Seconds,
+        "How long admitted requests waited in the queue."
+    );
+}
+
+#[cfg(feature = "metrics")]
+impl backpressure_core::metrics::Publish for crate::shared::Shared {
+    fn publish(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        describe();
+        let name = self.name.to_string();
+        let m = &self.metrics;
+        metrics::counter!("backpressure_concurrency_requests_total", "name" => name.clone())
+            .increment(m.counts.unpublished(REQUESTS));
+        metrics::counter!("backpressure_concurrency_admitted_total", "name" => name.clone())
+            .increment(m.counts.unpublished(ADMITTED));
+        let s = &self.stats;
+        let rejected = [
+            ("overloaded", &s.rejected_overloaded),
+            ("queue_timeout", &s.rejected_queue_timeout),
+            ("deadline_exceeded", &s.rejected_deadline),
+        ];
+        for ((reason, total), published) in rejected.into_iter().zip(&m.rejected) {
+            metrics::counter!("backpressure_concurrency_rejected_total", "name" => name.clone(), "reason" => reason)
+                .increment(published.since(total.load(Relaxed)));
+        }
+        metrics::gauge!("backpressure_concurrency_in_flight", "name" => name.clone())
+            .set(self.counter.in_flight() as f64);
+        metrics::gauge!("backpressure_concurrency_queued", "name" => name.clone())
+            .set(self.queue_len() as f64);
+        metrics::gauge!("backpressure_concurrency_limit", "name" => name)
+            .set(self.limit.load(Relaxed) as f64);
+    }
+}
+
 #[cfg(feature = "metrics")]
 impl Metrics {
-    pub(crate) fn rejected(&self, name: &LayerName, kind: RejectKind) {
-        let index = match kind {
-            RejectKind::RateLimited => 0,
-            RejectKind::Overloaded => 1,
-            RejectKind::QueueTimeout => 2,
-            RejectKind::CircuitOpen => 3,
-            RejectKind::DeadlineExceeded => 4,
-            // A kind added later: correct, if not cached.
-            _ => {
-                metrics::counter!("backpressure_concurrency_rejected_total", "name" => name.to_string(), "reason" => kind.as_str())
-                    .increment(1);
-                return;
-            }
-        };
-        self.rejected[index]
-            .get_or_init(|| {
-                metrics::counter!("backpressure_concurrency_rejected_total", "name" => name.to_string(), "reason" => kind.as_str())
-            })
-            .increment(1);
-    }
-
-    pub(crate) fn limit(&self, name: &LayerName, limit: usize) {
-        self.limit
-            .get_or_init(
-                || metrics::gauge!("backpressure_concurrency_limit", "name" => name.to_string()),
-            )
-            .set(limit as f64);
+    #[inline]
+    pub(crate) fn count(&self, i: usize) {
+        self.counts.add(i);
     }
 
     pub(crate) fn queue_wait(&self, name: &LayerName, wait: Duration) {
@@ -77,9 +137,5 @@ impl Metrics {
 
 #[cfg(not(feature = "metrics"))]
 impl Metrics {
-    pub(crate) fn rejected(&self, _name: &LayerName, _kind: RejectKind) {}
-
-    pub(crate) fn limit(&self, _name: &LayerName, _limit: usize) {}
-
     pub(crate) fn queue_wait(&self, _name: &LayerName, _wait: Duration) {}
 }

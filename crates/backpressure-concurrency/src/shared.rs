@@ -107,7 +107,7 @@ pub(crate) struct Shared {
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
-    metrics: metrics::Metrics,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 pub(crate) struct Config {
@@ -175,15 +175,33 @@ impl Shared {
         let threshold = self.threshold_at(limit, priority);
         let stripe = thread_stripe(self.counter.stripes());
         match self.counter.try_acquire_unqueued(threshold, stripe, threshold >= limit) {
-            Some(false) => true,
+            Some(false) => {
+                self.admitted();
+                true
+            }
             Some(true) => {
                 // Permits went back while requests wait: serve them.
                 let mut q = self.lock();
                 self.dispatch(&mut q, Instant::now());
+                self.admitted();
                 true
             }
             None => false,
         }
+    }
+
+    /// Counts a request that reached the limiter (for metrics).
+    #[inline]
+    pub(crate) fn arrived(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.count(metrics::REQUESTS);
+    }
+
+    /// Counts a request that got a permit (for metrics).
+    #[inline]
+    fn admitted(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.count(metrics::ADMITTED);
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {
@@ -197,7 +215,6 @@ impl Shared {
             _ => &self.stats.rejected_overloaded,
         };
         counter.fetch_add(1, Relaxed);
-        self.metrics.rejected(&self.name, kind);
         tracing::trace!(layer = %self.name, reason = kind.as_str(), "request rejected");
         let rejected = Rejected::new(kind).with_layer(self.name.clone());
         match kind {
@@ -226,6 +243,7 @@ impl Shared {
         // Permits reserved by cores are free for this request too.
         self.counter.reclaim();
         if q.len() == 0 && self.counter.try_acquire(self.threshold(priority)) {
+            self.admitted();
             return Admit::Now;
         }
         if self.max_queue == 0 {
@@ -322,6 +340,7 @@ impl Shared {
     fn record_wait(&self, wait: Duration) {
         let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
         self.stats.dequeued.fetch_add(1, Relaxed);
+        self.admitted();
         self.stats.queue_wait_nanos.fetch_add(nanos, Relaxed);
         self.stats.queue_wait_max_nanos.fetch_max(nanos, Relaxed);
         // A racy read-modify-write is fine for a hint: a lost update only
@@ -498,7 +517,6 @@ impl Shared {
         if new != old {
             self.counter.set_limit(old, new);
             tracing::debug!(layer = %self.name, from = old, to = new, "concurrency limit changed");
-            self.metrics.limit(&self.name, new);
             if new > old && self.counter.has_waiters() {
                 let mut q = self.lock();
                 self.dispatch(&mut q, now);
@@ -518,5 +536,14 @@ impl Shared {
 
     pub(crate) fn slots_live(&self) -> usize {
         self.lock().slots_live()
+    }
+}
+
+/// What was counted since the last publication is published as the
+/// limiter goes.
+#[cfg(feature = "metrics")]
+impl Drop for Shared {
+    fn drop(&mut self) {
+        backpressure_core::metrics::Publish::publish(self);
     }
 }

@@ -54,6 +54,8 @@ mod config;
 mod deadline;
 mod draw;
 mod extract;
+#[doc(hidden)]
+pub mod metrics;
 mod pressure;
 mod priority;
 #[cfg(feature = "http")]

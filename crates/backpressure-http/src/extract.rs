@@ -321,8 +321,7 @@ fn missing_peer() {
             "ClientIp: the request carries no peer address, so every client shares the rate-limit key 0.0.0.0 (one bucket for everybody). Serve axum with `into_make_service_with_connect_info::<SocketAddr>()` and enable the `axum` feature (tonic: the `tonic` feature), or insert the peer's `SocketAddr` into the request's extensions. Logged once; counted by ClientIp::missing_peer_count()."
         );
     }
-    #[cfg(feature = "metrics")]
-    metrics::counter!("backpressure_client_ip_missing_peer_total").increment(1);
+    crate::metrics::missing_peer();
 }
 
 impl<B> Extract<Request<B>> for ClientIp {

@@ -42,6 +42,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod extract;
+mod metrics;
 #[cfg(feature = "tonic")]
 mod named;
 mod pushback;

@@ -150,6 +150,7 @@ pub struct RespondLayer<F = Internal> {
 impl RespondLayer {
     /// Responses for rejections, an empty 500 for anything else.
     pub fn new() -> Self {
+        crate::metrics::init();
         RespondLayer { on_error: Internal, x_ratelimit: false }
     }
 }
@@ -298,7 +299,9 @@ where
                 error.take().unwrap_or_else(|| "polled after completion".into())
             }
         };
-        let response = match Rejected::find(&error) {
+        let rejected = Rejected::find(&error);
+        crate::metrics::responded(rejected.map(Rejected::kind));
+        let response = match rejected {
             Some(rejected) => {
                 let mut res = this.on_error.on_rejection(rejected, *this.grpc);
                 if *this.x_ratelimit

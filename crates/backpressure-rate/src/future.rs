@@ -160,15 +160,18 @@ where
                     let (mut svc, req) = *parts;
                     match decision.verdict {
                         Verdict::Allow => {
+                            shared.stats.admitted();
                             let fut = Deadline::scope_opt(*deadline, || svc.call(req));
                             this.state.set(State::Called { fut });
                         }
                         Verdict::AllowAfter(wait) => {
+                            shared.stats.admitted();
                             shared.stats.delayed.fetch_add(1, Relaxed);
                             let sleep = Delay::boxed(wait, *deadline, (svc, req));
                             this.state.set(State::Delayed { sleep });
                         }
                         Verdict::Reject { .. } if shared.shadow => {
+                            shared.stats.admitted();
                             shared.stats.shadow_rejected.fetch_add(1, Relaxed);
                             let fut = Deadline::scope_opt(*deadline, || svc.call(req));
                             this.state.set(State::Called { fut });

@@ -35,11 +35,45 @@ impl<Req> Extract<Req> for UnitCost {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Stats {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) name: LayerName,
     pub(crate) rejected: AtomicU64,
     pub(crate) shadow_rejected: AtomicU64,
     pub(crate) delayed: AtomicU64,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::Metrics,
+}
+
+impl Stats {
+    fn new(name: LayerName) -> Arc<Self> {
+        let stats = Arc::new(Stats {
+            name,
+            rejected: AtomicU64::new(0),
+            shadow_rejected: AtomicU64::new(0),
+            delayed: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::Metrics::default(),
+        });
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&stats) as _);
+        stats
+    }
+
+    /// Counts a request that reached the limit (for metrics).
+    #[inline]
+    pub(crate) fn arrived(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.counts.add(crate::metrics::REQUESTS);
+    }
+
+    /// Counts a request let through, shadow mode's included (for metrics).
+    #[inline]
+    pub(crate) fn admitted(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.counts.add(crate::metrics::ADMITTED);
+    }
 }
 
 pub(crate) struct Shared<St> {
@@ -48,8 +82,7 @@ pub(crate) struct Shared<St> {
     pub(crate) shadow: bool,
     pub(crate) publish: bool,
     pub(crate) name: LayerName,
-    pub(crate) stats: Stats,
-    pub(crate) rejected_metric: crate::metrics::Rejected,
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// Applies [`RateLimit`]: GCRA rate limiting, one bucket (direct) or one per
@@ -358,15 +391,15 @@ impl<E, C, Spec> RateLimitBuilder<E, C, Spec> {
         Spec: StoreSpec,
     {
         let store = self.store.build()?;
+        let name = self.name.unwrap_or(LayerName::from_static(LAYER));
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 store,
                 max_wait: self.max_wait,
                 shadow: self.shadow,
                 publish: self.publish,
-                name: self.name.unwrap_or(LayerName::from_static(LAYER)),
-                stats: Stats::default(),
-                rejected_metric: crate::metrics::Rejected::default(),
+                stats: Stats::new(name.clone()),
+                name,
             }),
             key: self.key,
             cost: self.cost,

@@ -71,7 +71,6 @@ pub(crate) fn rejection<St>(
     retry_after: Option<Duration>,
 ) -> BoxError {
     shared.stats.rejected.fetch_add(1, Relaxed);
-    shared.rejected_metric.record(&shared.name);
     tracing::trace!(layer = %shared.name, ?retry_after, "rate limited");
     let mut r = Rejected::new(RejectKind::RateLimited)
         .with_layer(shared.name.clone())
@@ -103,6 +102,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        self.shared.stats.arrived();
         let key = self.key.extract(&req);
         let cost = self.cost.extract(&req);
         let max_wait = if self.shared.max_wait.is_zero() {
@@ -136,12 +136,17 @@ impl<S, E, C, St> RateLimit<S, E, C, St> {
             decision.info().publish();
         }
         match decision.verdict {
-            Verdict::Allow => ResponseFuture::called(self.inner.call(req)),
+            Verdict::Allow => {
+                self.shared.stats.admitted();
+                ResponseFuture::called(self.inner.call(req))
+            }
             Verdict::AllowAfter(wait) => {
+                self.shared.stats.admitted();
                 self.shared.stats.delayed.fetch_add(1, Relaxed);
                 ResponseFuture::delayed(wait, take_ready(&mut self.inner), req, Deadline::current())
             }
             Verdict::Reject { retry_after } if self.shared.shadow => {
+                self.shared.stats.admitted();
                 self.shared.stats.shadow_rejected.fetch_add(1, Relaxed);
                 tracing::trace!(layer = %self.shared.name, ?retry_after, "would rate limit (shadow mode)");
                 ResponseFuture::called(self.inner.call(req))

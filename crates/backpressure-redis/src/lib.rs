@@ -73,9 +73,14 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
+//! | `backpressure_redis_round_trips_total` | counter | `name` |
 //! | `backpressure_redis_errors_total` | counter | `name` |
 //! | `backpressure_redis_fallback_total` | counter | `name` |
+//! | `backpressure_redis_prechecked_total` | counter | `name` |
 //! | `backpressure_redis_up` | gauge (1 up, 0 in outage) | `name` |
+//!
+//! Counted in the store and published by the library once a second (the
+//! same figures as [`RedisStore::stats`]).
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

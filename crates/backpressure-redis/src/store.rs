@@ -93,6 +93,8 @@ struct Inner {
     errors: AtomicU64,
     fallbacks: AtomicU64,
     prechecked: AtomicU64,
+    #[cfg(feature = "metrics")]
+    published: metrics::Published,
 }
 
 /// Stops paying the timeout on every request during an outage.
@@ -173,7 +175,6 @@ impl PathBreaker {
         self.probing.store(false, Release);
         if !self.up.swap(true, AcqRel) {
             tracing::info!(store = %name, "redis rate store recovered");
-            metrics::up(name, true);
         }
     }
 
@@ -184,7 +185,6 @@ impl PathBreaker {
             self.open_until.store(now.saturating_add(self.cooldown), Release);
             if self.up.swap(false, AcqRel) {
                 tracing::warn!(store = %name, %error, "redis rate store unreachable; applying the failure mode");
-                metrics::up(name, false);
             }
         }
     }
@@ -449,7 +449,6 @@ impl RedisStoreBuilder {
             Ok(Err(error)) => Some(error.to_string()),
             Err(_) => Some("timed out connecting".to_owned()),
         };
-        metrics::up(&name, down.is_none());
         if let Some(error) = &down {
             tracing::warn!(
                 store = %name,
@@ -487,11 +486,15 @@ impl RedisStoreBuilder {
                 errors: AtomicU64::new(0),
                 fallbacks: AtomicU64::new(0),
                 prechecked: AtomicU64::new(0),
+                #[cfg(feature = "metrics")]
+                published: metrics::Published::default(),
             }),
         };
         if down.is_some() {
             store.inner.breaker.start_down();
         }
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&store.inner) as _);
         Ok(store)
     }
 }
@@ -571,7 +574,6 @@ impl Inner {
 
     fn fallback(&self, hash: u64, cost: u32, max_wait: Duration) -> Decision {
         self.fallbacks.fetch_add(1, Relaxed);
-        metrics::fallback(&self.name);
         match (self.mode, &self.fallback) {
             (FailureMode::Open, _) => Decision::new(Verdict::Allow, self.info(0)),
             (FailureMode::Closed, _) => {
@@ -716,7 +718,6 @@ impl<K: RedisKey + Hash + ?Sized> RateStore<K> for RedisStore {
                 }
                 Err(error) => {
                     inner.errors.fetch_add(1, Relaxed);
-                    metrics::error(&inner.name);
                     inner.breaker.failure(inner.now(), &inner.name, &error.to_string());
                     Ok(inner.fallback(hash, cost, max_wait))
                 }
@@ -730,35 +731,74 @@ impl<K: RedisKey + Hash + ?Sized> RateStore<K> for RedisStore {
 }
 
 mod metrics {
-    use backpressure_core::LayerName;
+    //! | name | kind | labels |
+    //! |---|---|---|
+    //! | `backpressure_redis_up` | gauge, 1 or 0 | `name` |
+    //! | `backpressure_redis_round_trips_total` | counter | `name` |
+    //! | `backpressure_redis_errors_total` | counter | `name` |
+    //! | `backpressure_redis_fallback_total` | counter | `name` |
+    //! | `backpressure_redis_prechecked_total` | counter | `name` |
+    //!
+    //! Counted in the store and published by the library once a second
+    //! (`backpressure_core::metrics`): no check touches the recorder.
 
     #[cfg(feature = "metrics")]
-    pub(super) fn up(name: &LayerName, up: bool) {
-        metrics::gauge!("backpressure_redis_up", "name" => name.to_string()).set(if up {
-            1.0
-        } else {
-            0.0
-        });
-    }
+    #[derive(Default)]
+    pub(super) struct Published(pub(super) [backpressure_core::metrics::Published; 4]);
 
     #[cfg(feature = "metrics")]
-    pub(super) fn error(name: &LayerName) {
-        metrics::counter!("backpressure_redis_errors_total", "name" => name.to_string())
-            .increment(1);
+    impl backpressure_core::metrics::Publish for super::Inner {
+        fn publish(&self) {
+            use metrics::{Unit, describe_counter, describe_gauge};
+            use std::sync::atomic::Ordering::{Acquire, Relaxed};
+            describe_gauge!(
+                "backpressure_redis_up",
+                Unit::Count,
+                "1 while the Redis rate store reaches Redis, 0 while it applies its failure mode."
+            );
+            describe_counter!(
+                "backpressure_redis_round_trips_total",
+                Unit::Count,
+                "Checks the Redis rate store sent to Redis."
+            );
+            describe_counter!(
+                "backpressure_redis_errors_total",
+                Unit::Count,
+                "Checks that failed or timed out talking to Redis."
+            );
+            describe_counter!(
+                "backpressure_redis_fallback_total",
+                Unit::Count,
+                "Checks decided by the failure mode instead of Redis."
+            );
+            describe_counter!(
+                "backpressure_redis_prechecked_total",
+                Unit::Count,
+                "Checks the local pre-check rejected without a round trip."
+            );
+            let name = self.name.to_string();
+            let p = &self.published.0;
+            metrics::gauge!("backpressure_redis_up", "name" => name.clone())
+                .set(if self.breaker.up.load(Acquire) { 1.0 } else { 0.0 });
+            let counters = [
+                ("backpressure_redis_round_trips_total", &self.round_trips),
+                ("backpressure_redis_errors_total", &self.errors),
+                ("backpressure_redis_fallback_total", &self.fallbacks),
+                ("backpressure_redis_prechecked_total", &self.prechecked),
+            ];
+            for ((metric, total), published) in counters.into_iter().zip(p) {
+                metrics::counter!(metric, "name" => name.clone())
+                    .increment(published.since(total.load(Relaxed)));
+            }
+        }
     }
 
+    /// What was counted since the last publication is published as the
+    /// store goes.
     #[cfg(feature = "metrics")]
-    pub(super) fn fallback(name: &LayerName) {
-        metrics::counter!("backpressure_redis_fallback_total", "name" => name.to_string())
-            .increment(1);
+    impl Drop for super::Inner {
+        fn drop(&mut self) {
+            backpressure_core::metrics::Publish::publish(self);
+        }
     }
-
-    #[cfg(not(feature = "metrics"))]
-    pub(super) fn up(_name: &LayerName, _up: bool) {}
-
-    #[cfg(not(feature = "metrics"))]
-    pub(super) fn error(_name: &LayerName) {}
-
-    #[cfg(not(feature = "metrics"))]
-    pub(super) fn fallback(_name: &LayerName) {}
 }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use crate::{Policy, Verdict, layer::Shared, metrics};
+use crate::{Policy, Verdict, layer::Shared};
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry).
@@ -128,12 +128,10 @@ where
         let Some(req) = req else { return Next::Return };
         if !shared.budget.withdraw() {
             counters.denied_budget.fetch_add(1, Relaxed);
-            metrics::denied(&shared.name, "budget");
             tracing::debug!(layer = %shared.name, "retry: denied by the retry budget");
             return Next::Return;
         }
         counters.retries.fetch_add(1, Relaxed);
-        metrics::retried(&shared.name);
         tracing::debug!(layer = %shared.name, retry = retries + 1, ?delay, "retrying");
         Next::Retry { delay, req }
     }

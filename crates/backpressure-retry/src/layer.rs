@@ -26,13 +26,35 @@ pub(crate) struct Shared<P> {
     pub(crate) counters: Arc<Counters>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) name: LayerName,
     pub(crate) attempts: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) denied_budget: AtomicU64,
     pub(crate) denied_deadline: AtomicU64,
     pub(crate) denied_pushback: AtomicU64,
+    #[cfg(feature = "metrics")]
+    pub(crate) published: crate::metrics::Published,
+}
+
+impl Counters {
+    fn new(name: LayerName) -> Arc<Self> {
+        let counters = Arc::new(Counters {
+            name,
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            denied_budget: AtomicU64::new(0),
+            denied_deadline: AtomicU64::new(0),
+            denied_pushback: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            published: crate::metrics::Published::default(),
+        });
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&counters) as _);
+        counters
+    }
 }
 
 /// Retries failed requests, within a [`RetryBudget`], with capped
@@ -208,8 +230,8 @@ impl<P> RetryLayerBuilder<P> {
                 max_retry_after: self.max_retry_after,
                 min_attempt_time: self.min_attempt_time,
                 draw: self.seed.map_or_else(Draw::from_entropy, Draw::new),
+                counters: Counters::new(self.name.clone()),
                 name: self.name,
-                counters: Arc::default(),
             }),
         })
     }

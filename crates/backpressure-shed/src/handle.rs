@@ -46,7 +46,11 @@ impl<P: Pressure> LoadShedHandle<P> {
         if let Some(c) = &s.in_flight {
             pressure = pressure.max(c.pressure());
         }
-        Snapshot { pressure, shed: std::array::from_fn(|i| s.shed[i].load(Relaxed)), in_flight }
+        Snapshot {
+            pressure,
+            shed: std::array::from_fn(|i| s.stats.shed[i].load(Relaxed)),
+            in_flight,
+        }
     }
 }
 

@@ -20,8 +20,50 @@ pub(crate) struct Shared<P> {
     pub(crate) shed_not_ready: bool,
     pub(crate) rng: Draw,
     pub(crate) name: LayerName,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// What the shedder counts (registered for metrics on its own: it does not
+/// depend on the signal's type).
+#[derive(Debug)]
+pub(crate) struct Stats {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) name: LayerName,
+    /// Requests shed, by priority.
     pub(crate) shed: [AtomicU64; 4],
-    pub(crate) shed_metric: crate::metrics::Shed,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) in_flight: Option<Arc<InFlight>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::Metrics,
+}
+
+impl Stats {
+    fn new(name: LayerName, in_flight: Option<Arc<InFlight>>) -> Arc<Self> {
+        let stats = Arc::new(Stats {
+            name,
+            shed: Default::default(),
+            in_flight,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::Metrics::default(),
+        });
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&stats) as _);
+        stats
+    }
+
+    /// Counts a request of `priority` that reached the shedder (metrics).
+    #[inline]
+    pub(crate) fn arrived(&self, _priority: backpressure_core::Priority) {
+        #[cfg(feature = "metrics")]
+        self.metrics.counts.add(crate::metrics::REQUESTS + _priority.index());
+    }
+
+    /// Counts a request of `priority` let through (metrics).
+    #[inline]
+    pub(crate) fn admitted(&self, _priority: backpressure_core::Priority) {
+        #[cfg(feature = "metrics")]
+        self.metrics.counts.add(crate::metrics::ADMITTED + _priority.index());
+    }
 }
 
 /// Applies [`LoadShed`]: sheds requests by priority when a pressure signal
@@ -187,16 +229,16 @@ impl<P, E> LoadShedBuilder<P, E> {
             None => None,
         };
 
+        let name = self.name.unwrap_or(LayerName::from_static(LAYER));
         Ok(LoadShedLayer {
             shared: Arc::new(Shared {
                 signal: self.signal,
                 thresholds: self.thresholds,
-                in_flight,
+                in_flight: in_flight.clone(),
                 shed_not_ready: self.shed_not_ready,
                 rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
-                name: self.name.unwrap_or(LayerName::from_static(LAYER)),
-                shed: Default::default(),
-                shed_metric: crate::metrics::Shed::default(),
+                stats: Stats::new(name.clone(), in_flight),
+                name,
             }),
             priority: self.priority,
         })

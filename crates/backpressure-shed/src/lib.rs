@@ -45,7 +45,8 @@
 //! - **Cheap**: stateless per request, lock-free, no allocation on the admit
 //!   path; shed counts per priority through [`LoadShedLayer::handle`],
 //!   `tracing` (`trace`) and, with the `metrics` feature,
-//!   `backpressure_shed_total{name, priority}`.
+//!   `backpressure_shed_{requests,admitted,rejected}_total{name, priority}`
+//!   (counted per core, published by the library once a second).
 //!
 //! # Differences from `tower::load_shed`
 //!

@@ -1,39 +1,84 @@
 //! Metric names, recorded through the `metrics` facade when the `metrics`
-//! feature is on. Only shedding records; the admit path touches no metric.
+//! feature is on, and compiled out otherwise.
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `backpressure_shed_total` | counter | `name`, `priority` |
+//! | `backpressure_shed_requests_total` | counter | `name`, `priority` |
+//! | `backpressure_shed_admitted_total` | counter | `name`, `priority` |
+//! | `backpressure_shed_rejected_total` | counter | `name`, `priority` |
+//! | `backpressure_shed_in_flight` | gauge (with `in_flight_limit` only) | `name` |
 //!
-//! Each priority's handle is resolved at its first shed request and kept
-//! (no label string and key built per shed request); install the recorder
-//! before the first request.
+//! Counted in the layer (per core) and published by the library once a
+//! second (`backpressure_core::metrics`): a request touches no recorder.
 
-use backpressure_core::{LayerName, Priority};
+/// Indices into the per-core counts: four priorities each.
+#[cfg(feature = "metrics")]
+pub(crate) const REQUESTS: usize = 0;
+#[cfg(feature = "metrics")]
+pub(crate) const ADMITTED: usize = 4;
 
-/// The shed counters, one per priority, resolved at first use.
-#[derive(Default)]
-pub(crate) struct Shed {
-    #[cfg(feature = "metrics")]
-    counters: [std::sync::OnceLock<metrics::Counter>; 4],
+/// The shedder's metrics state.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) counts: backpressure_core::metrics::Counts<8>,
+    shed: [backpressure_core::metrics::Published; 4],
 }
 
-impl std::fmt::Debug for Shed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shed").finish_non_exhaustive()
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        "backpressure_shed_requests_total",
+        Unit::Count,
+        "Requests that reached the load shedder, by priority."
+    );
+    describe_counter!(
+        "backpressure_shed_admitted_total",
+        Unit::Count,
+        "Requests the load shedder let through, by priority."
+    );
+    describe_counter!(
+        "backpressure_shed_rejected_total",
+        Unit::Count,
+        "Requests the load shedder shed, by priority."
+    );
+    describe_gauge!(
+        "backpressure_shed_in_flight",
+        Unit::Count,
+        "Requests inside the load shedder (with in_flight_limit)."
+    );
+}
+
+#[cfg(feature = "metrics")]
+impl backpressure_core::metrics::Publish for crate::layer::Stats {
+    fn publish(&self) {
+        use backpressure_core::Priority;
+        use std::sync::atomic::Ordering::Relaxed;
+        describe();
+        let name = self.name.to_string();
+        let m = &self.metrics;
+        for p in Priority::ALL {
+            let i = p.index();
+            metrics::counter!("backpressure_shed_requests_total", "name" => name.clone(), "priority" => p.as_str())
+                .increment(m.counts.unpublished(REQUESTS + i));
+            metrics::counter!("backpressure_shed_admitted_total", "name" => name.clone(), "priority" => p.as_str())
+                .increment(m.counts.unpublished(ADMITTED + i));
+            metrics::counter!("backpressure_shed_rejected_total", "name" => name.clone(), "priority" => p.as_str())
+                .increment(m.shed[i].since(self.shed[i].load(Relaxed)));
+        }
+        if let Some(in_flight) = &self.in_flight {
+            metrics::gauge!("backpressure_shed_in_flight", "name" => name)
+                .set(in_flight.count.load(Relaxed) as f64);
+        }
     }
 }
 
-impl Shed {
-    #[cfg(feature = "metrics")]
-    pub(crate) fn record(&self, name: &LayerName, priority: Priority) {
-        self.counters[priority.index()]
-            .get_or_init(|| {
-                metrics::counter!("backpressure_shed_total", "name" => name.to_string(), "priority" => priority.as_str())
-            })
-            .increment(1);
+/// What was counted since the last publication is published as the layer
+/// goes.
+#[cfg(feature = "metrics")]
+impl Drop for crate::layer::Stats {
+    fn drop(&mut self) {
+        backpressure_core::metrics::Publish::publish(self);
     }
-
-    #[cfg(not(feature = "metrics"))]
-    pub(crate) fn record(&self, _name: &LayerName, _priority: Priority) {}
 }

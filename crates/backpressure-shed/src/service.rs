@@ -88,6 +88,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.priority.extract(&req);
+        self.shared.stats.arrived(priority);
         if std::mem::take(&mut self.not_ready) {
             return ResponseFuture::rejected(self.reject(priority));
         }
@@ -106,6 +107,7 @@ where
             c.count.fetch_add(1, Relaxed);
             InFlightGuard(Arc::clone(c))
         });
+        shared.stats.admitted(priority);
         ResponseFuture::called(self.inner.call(req), guard)
     }
 }
@@ -113,8 +115,7 @@ where
 impl<S, P: Pressure, E> LoadShed<S, P, E> {
     #[cold]
     fn reject(&self, priority: Priority) -> BoxError {
-        self.shared.shed[priority.index()].fetch_add(1, Relaxed);
-        self.shared.shed_metric.record(&self.shared.name, priority);
+        self.shared.stats.shed[priority.index()].fetch_add(1, Relaxed);
         tracing::trace!(layer = %self.shared.name, %priority, "request shed");
         let mut r = Rejected::new(RejectKind::Overloaded).with_layer(self.shared.name.clone());
         if let Some(after) = self.shared.signal.retry_after() {

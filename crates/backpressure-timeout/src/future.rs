@@ -13,7 +13,9 @@ use crate::Propagate;
 
 const NAME: &str = "timeout";
 
+#[cold]
 fn deadline_exceeded() -> BoxError {
+    crate::metrics::expired();
     Rejected::new(RejectKind::DeadlineExceeded).with_layer(NAME).into()
 }
 

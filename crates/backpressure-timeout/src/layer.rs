@@ -32,6 +32,7 @@ impl TimeoutLayer {
         if timeout.is_zero() {
             return Err(ConfigError::new("timeout", "timeout", "must be greater than zero"));
         }
+        crate::metrics::init();
         Ok(TimeoutLayer { timeout, per_request: (), propagate: Local })
     }
 }

@@ -66,6 +66,10 @@
 //! - `http`: [`HttpDeadline`], which honours an incoming `grpc-timeout`, stores
 //!   the deadline in request extensions (server side), or writes the remaining
 //!   budget as `grpc-timeout` (client side).
+//! - `metrics`: `backpressure_timeout_expired_total{name="timeout"}`, the
+//!   requests this crate's timeouts failed (a counter counted in the process
+//!   and published by the library once a second; the layer holds no state,
+//!   so every timeout layer of the process adds to the one series).
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -73,6 +77,7 @@
 mod future;
 pub mod grpc;
 mod layer;
+mod metrics;
 mod propagate;
 mod send;
 mod service;

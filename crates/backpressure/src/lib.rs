@@ -55,7 +55,7 @@
 //! | `http` | HTTP and gRPC in every layer: `RespondLayer` (429/503/504 or gRPC statuses, `Retry-After`, `RateLimit` headers), `ClientIp`, the priority header, deadline propagation, the `ServerPreset` and `ClientPreset` |
 //! | `axum` | `http`, and `ClientIp::peer()` reads axum's `ConnectInfo` (serve with `into_make_service_with_connect_info::<SocketAddr>()`) |
 //! | `tonic` | `http`, `Named` keeps a tonic service's name through the layers, and `ClientIp::peer()` reads tonic's `TcpConnectInfo` |
-//! | `metrics` | counters and gauges through the `metrics` facade in every layer that records any |
+//! | `metrics` | counters, gauges and a histogram through the `metrics` facade in every layer, kept by the library: the `metrics` module lists them |
 //! | `redis` | `backpressure::redis`: a global rate limit on Redis or a Redis Cluster |
 //! | `fast-clock` | the CPU's timestamp counter for rate limits (`with_fast_clock`), as governor uses, instead of tokio's clock |
 //!
@@ -112,6 +112,9 @@ pub mod preset;
 /// `http`).
 #[cfg(feature = "http")]
 pub mod client;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 /// A global rate limit on Redis (feature `redis`).
 #[cfg(feature = "redis")]
