@@ -13,28 +13,29 @@
 //!
 //! Counted in the breaker (per core for what every call counts) and
 //! published by the library once a second (`backpressure_core::metrics`):
-//! a call touches no recorder. A call's outcome is counted when it
-//! completes: `failure` includes calls cut by their deadline; `cancelled`
-//! is a call dropped unfinished for another reason (the client went away).
+//! a call touches no recorder. A call's outcome is counted when it ends
+//! (one atomic add on its own core): `failure` includes calls cut by their
+//! deadline; `cancelled` is a call dropped unfinished for another reason
+//! (the client went away). `admitted_total` is the calls that ended (the
+//! sum of the outcomes), `requests_total` those plus the rejected: a call
+//! in progress is in neither yet.
 //! `opened_total` counts every trip, so an outage shorter than a scrape
 //! still shows. `shadow_tripped_total` counts, in
 //! [`metrics_only`](crate::CircuitBreakerBuilder::metrics_only) mode, the
 //! failed calls after which the breaker would have tripped.
 
-/// Indices into the breaker's per-core counts.
-pub(crate) const REQUESTS: usize = 0;
-pub(crate) const ADMITTED: usize = 1;
-pub(crate) const SUCCESS: usize = 2;
-pub(crate) const FAILURE: usize = 3;
-pub(crate) const IGNORED: usize = 4;
-pub(crate) const CANCELLED: usize = 5;
+/// Indices into the breaker's per-core outcome counts.
+pub(crate) const SUCCESS: usize = 0;
+pub(crate) const FAILURE: usize = 1;
+pub(crate) const IGNORED: usize = 2;
+pub(crate) const CANCELLED: usize = 3;
 
 /// The breaker's metrics state.
 #[cfg(feature = "metrics")]
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    pub(crate) counts: backpressure_core::metrics::Counts<6>,
-    published: [backpressure_core::metrics::Published; 3],
+    pub(crate) counts: backpressure_core::metrics::Counts<4>,
+    published: [backpressure_core::metrics::Published; 9],
 }
 
 #[cfg(feature = "metrics")]
@@ -84,10 +85,14 @@ impl backpressure_core::metrics::Publish for crate::state::Shared {
         describe();
         let name = self.name.to_string();
         let m = &self.metrics;
+        let p = &m.published;
+        let outcomes: [u64; 4] = std::array::from_fn(|i| m.counts.get(i));
+        let ended = outcomes.iter().fold(0, |n: u64, c| n.wrapping_add(*c));
+        let rejected = self.rejected.load(Relaxed);
         metrics::counter!("backpressure_breaker_requests_total", "name" => name.clone())
-            .increment(m.counts.unpublished(REQUESTS));
+            .increment(p[0].since(ended.wrapping_add(rejected)));
         metrics::counter!("backpressure_breaker_admitted_total", "name" => name.clone())
-            .increment(m.counts.unpublished(ADMITTED));
+            .increment(p[1].since(ended));
         for (outcome, i) in [
             ("success", SUCCESS),
             ("failure", FAILURE),
@@ -95,14 +100,14 @@ impl backpressure_core::metrics::Publish for crate::state::Shared {
             ("cancelled", CANCELLED),
         ] {
             metrics::counter!("backpressure_breaker_calls_total", "name" => name.clone(), "outcome" => outcome)
-                .increment(m.counts.unpublished(i));
+                .increment(p[2 + i].since(outcomes[i]));
         }
         metrics::counter!("backpressure_breaker_rejected_total", "name" => name.clone(), "reason" => "circuit_open")
-            .increment(m.published[0].since(self.rejected.load(Relaxed)));
+            .increment(p[6].since(rejected));
         metrics::counter!("backpressure_breaker_opened_total", "name" => name.clone())
-            .increment(m.published[1].since(self.opened.load(Relaxed)));
+            .increment(p[7].since(self.opened.load(Relaxed)));
         metrics::counter!("backpressure_breaker_shadow_tripped_total", "name" => name.clone())
-            .increment(m.published[2].since(self.shadow_tripped.load(Relaxed)));
+            .increment(p[8].since(self.shadow_tripped.load(Relaxed)));
         let current = self.state();
         for s in crate::State::ALL {
             metrics::gauge!("backpressure_breaker_state", "name" => name.clone(), "state" => s.as_str())

@@ -74,12 +74,10 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        self.shared.count(crate::metrics::REQUESTS);
         let admit = self.shared.admit();
         if let Admit::Reject(retry_after) = admit {
             return ResponseFuture::rejected(self.reject(retry_after));
         }
-        self.shared.count(crate::metrics::ADMITTED);
         let guard = CallGuard::new(self.shared.local(), admit);
         ResponseFuture::called(self.inner.call(req), guard, self.classify.clone())
     }

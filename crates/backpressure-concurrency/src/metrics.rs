@@ -11,33 +11,29 @@
 //! | `backpressure_concurrency_limit` | gauge | `name` |
 //! | `backpressure_concurrency_queue_wait_seconds` | histogram | `name` |
 //!
-//! Counters and gauges are counted in the limiter (requests and admissions
-//! per core) and published by the library once a second
+//! Counters and gauges are counted in the limiter (admissions per core, the
+//! rest on slow paths) and published by the library once a second
 //! (`backpressure_core::metrics`): a request touches no recorder. The queue
 //! wait histogram is recorded per dequeued request (a request that queued
 //! has taken a lock already), through a handle resolved at its first
 //! sample.
 //!
-//! `requests_total` counts calls; a request is then admitted, rejected, or
-//! given up by its caller while queued (neither).
+//! `requests_total` counts requests once decided: admitted, rejected, or
+//! given up by their caller while queued (in neither of the other two). It
+//! is their sum, so a request counts once, with one atomic add on its own
+//! core on the admit path.
 
 use std::time::Duration;
 
 use backpressure_core::LayerName;
 
-/// Indices into the limiter's per-core counts.
-#[cfg(feature = "metrics")]
-pub(crate) const REQUESTS: usize = 0;
-#[cfg(feature = "metrics")]
-pub(crate) const ADMITTED: usize = 1;
-
 /// The limiter's metrics state.
 #[derive(Default)]
 pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
-    pub(crate) counts: backpressure_core::metrics::Counts<2>,
+    pub(crate) admitted: backpressure_core::metrics::Counts<1>,
     #[cfg(feature = "metrics")]
-    rejected: [backpressure_core::metrics::Published; 3],
+    published: [backpressure_core::metrics::Published; 5],
     #[cfg(feature = "metrics")]
     queue_wait: std::sync::OnceLock<metrics::Histogram>,
 }
@@ -95,20 +91,23 @@ impl backpressure_core::metrics::Publish for crate::shared::Shared {
         use std::sync::atomic::Ordering::Relaxed;
         describe();
         let name = self.name.to_string();
-        let m = &self.metrics;
-        metrics::counter!("backpressure_concurrency_requests_total", "name" => name.clone())
-            .increment(m.counts.unpublished(REQUESTS));
-        metrics::counter!("backpressure_concurrency_admitted_total", "name" => name.clone())
-            .increment(m.counts.unpublished(ADMITTED));
-        let s = &self.stats;
+        let (m, s) = (&self.metrics, &self.stats);
+        let admitted = m.admitted.get(0);
         let rejected = [
-            ("overloaded", &s.rejected_overloaded),
-            ("queue_timeout", &s.rejected_queue_timeout),
-            ("deadline_exceeded", &s.rejected_deadline),
+            ("overloaded", s.rejected_overloaded.load(Relaxed)),
+            ("queue_timeout", s.rejected_queue_timeout.load(Relaxed)),
+            ("deadline_exceeded", s.rejected_deadline.load(Relaxed)),
         ];
-        for ((reason, total), published) in rejected.into_iter().zip(&m.rejected) {
+        let requests = rejected
+            .iter()
+            .fold(admitted.wrapping_add(s.abandoned.load(Relaxed)), |n, (_, r)| n.wrapping_add(*r));
+        metrics::counter!("backpressure_concurrency_requests_total", "name" => name.clone())
+            .increment(m.published[0].since(requests));
+        metrics::counter!("backpressure_concurrency_admitted_total", "name" => name.clone())
+            .increment(m.published[1].since(admitted));
+        for ((reason, total), published) in rejected.into_iter().zip(&m.published[2..]) {
             metrics::counter!("backpressure_concurrency_rejected_total", "name" => name.clone(), "reason" => reason)
-                .increment(published.since(total.load(Relaxed)));
+                .increment(published.since(total));
         }
         metrics::gauge!("backpressure_concurrency_in_flight", "name" => name.clone())
             .set(self.counter.in_flight() as f64);
@@ -121,9 +120,10 @@ impl backpressure_core::metrics::Publish for crate::shared::Shared {
 
 #[cfg(feature = "metrics")]
 impl Metrics {
+    /// Counts an admitted request.
     #[inline]
-    pub(crate) fn count(&self, i: usize) {
-        self.counts.add(i);
+    pub(crate) fn count(&self) {
+        self.admitted.add(0);
     }
 
     pub(crate) fn queue_wait(&self, name: &LayerName, wait: Duration) {

@@ -99,7 +99,6 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        self.shared.arrived();
         let priority = self.priority.extract(&req);
         let classify = (self.classify.clone(), self.hold.clone());
         if self.inner_ready && self.shared.try_fast(priority) {

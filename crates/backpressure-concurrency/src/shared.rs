@@ -73,6 +73,8 @@ pub(crate) struct Stats {
     pub(crate) rejected_queue_timeout: AtomicU64,
     pub(crate) rejected_deadline: AtomicU64,
     pub(crate) evicted: AtomicU64,
+    /// Callers that gave up while queued (their future was dropped).
+    pub(crate) abandoned: AtomicU64,
     pub(crate) queue_wait_nanos: AtomicU64,
     pub(crate) queue_wait_max_nanos: AtomicU64,
     pub(crate) dequeued: AtomicU64,
@@ -190,18 +192,11 @@ impl Shared {
         }
     }
 
-    /// Counts a request that reached the limiter (for metrics).
-    #[inline]
-    pub(crate) fn arrived(&self) {
-        #[cfg(feature = "metrics")]
-        self.metrics.count(metrics::REQUESTS);
-    }
-
     /// Counts a request that got a permit (for metrics).
     #[inline]
     fn admitted(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics.count(metrics::ADMITTED);
+        self.metrics.count();
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {
@@ -411,7 +406,10 @@ impl Shared {
         let mut q = self.lock();
         let now = Instant::now();
         match q.release_slot(slot, now) {
-            SlotState::Waiting => self.counter.remove_waiter(),
+            SlotState::Waiting => {
+                self.counter.remove_waiter();
+                self.stats.abandoned.fetch_add(1, Relaxed);
+            }
             SlotState::Granted => {
                 self.counter.release_to_word();
                 self.dispatch(&mut q, now);

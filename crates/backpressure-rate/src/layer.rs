@@ -61,18 +61,11 @@ impl Stats {
         stats
     }
 
-    /// Counts a request that reached the limit (for metrics).
-    #[inline]
-    pub(crate) fn arrived(&self) {
-        #[cfg(feature = "metrics")]
-        self.metrics.counts.add(crate::metrics::REQUESTS);
-    }
-
     /// Counts a request let through, shadow mode's included (for metrics).
     #[inline]
     pub(crate) fn admitted(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics.counts.add(crate::metrics::ADMITTED);
+        self.metrics.admitted.add(0);
     }
 }
 

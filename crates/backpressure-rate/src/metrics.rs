@@ -9,25 +9,20 @@
 //! | `backpressure_rate_delayed_total` | counter | `name` |
 //! | `backpressure_rate_shadow_rejected_total` | counter | `name` |
 //!
-//! Counted in the layer (requests and admissions per core) and published by
-//! the library once a second (`backpressure_core::metrics`): a request
-//! touches no recorder. `admitted_total` includes requests let through
-//! after a wait (`delayed_total`) and, in shadow mode, those that would
-//! have been rejected (`shadow_rejected_total`); a request whose store
-//! failed is neither admitted nor rejected.
-
-/// Indices into the per-core counts.
-#[cfg(feature = "metrics")]
-pub(crate) const REQUESTS: usize = 0;
-#[cfg(feature = "metrics")]
-pub(crate) const ADMITTED: usize = 1;
+//! Counted in the layer (admissions per core, the rest on slow paths) and
+//! published by the library once a second (`backpressure_core::metrics`): a
+//! request touches no recorder. `admitted_total` includes requests let
+//! through after a wait (`delayed_total`) and, in shadow mode, those that
+//! would have been rejected (`shadow_rejected_total`). `requests_total` is
+//! admitted plus rejected: requests once decided (one whose store failed
+//! is in neither).
 
 /// The layer's metrics state.
 #[cfg(feature = "metrics")]
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    pub(crate) counts: backpressure_core::metrics::Counts<2>,
-    published: [backpressure_core::metrics::Published; 3],
+    pub(crate) admitted: backpressure_core::metrics::Counts<1>,
+    published: [backpressure_core::metrics::Published; 5],
 }
 
 #[cfg(feature = "metrics")]
@@ -67,16 +62,18 @@ impl backpressure_core::metrics::Publish for crate::layer::Stats {
         describe();
         let name = self.name.to_string();
         let m = &self.metrics;
+        let admitted = m.admitted.get(0);
+        let rejected = self.rejected.load(Relaxed);
         metrics::counter!("backpressure_rate_requests_total", "name" => name.clone())
-            .increment(m.counts.unpublished(REQUESTS));
+            .increment(m.published[0].since(admitted.wrapping_add(rejected)));
         metrics::counter!("backpressure_rate_admitted_total", "name" => name.clone())
-            .increment(m.counts.unpublished(ADMITTED));
+            .increment(m.published[1].since(admitted));
         metrics::counter!("backpressure_rate_rejected_total", "name" => name.clone(), "reason" => "rate_limited")
-            .increment(m.published[0].since(self.rejected.load(Relaxed)));
+            .increment(m.published[2].since(rejected));
         metrics::counter!("backpressure_rate_delayed_total", "name" => name.clone())
-            .increment(m.published[1].since(self.delayed.load(Relaxed)));
+            .increment(m.published[3].since(self.delayed.load(Relaxed)));
         metrics::counter!("backpressure_rate_shadow_rejected_total", "name" => name)
-            .increment(m.published[2].since(self.shadow_rejected.load(Relaxed)));
+            .increment(m.published[4].since(self.shadow_rejected.load(Relaxed)));
     }
 }
 

@@ -102,7 +102,6 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        self.shared.stats.arrived();
         let key = self.key.extract(&req);
         let cost = self.cost.extract(&req);
         let max_wait = if self.shared.max_wait.is_zero() {

@@ -51,18 +51,11 @@ impl Stats {
         stats
     }
 
-    /// Counts a request of `priority` that reached the shedder (metrics).
-    #[inline]
-    pub(crate) fn arrived(&self, _priority: backpressure_core::Priority) {
-        #[cfg(feature = "metrics")]
-        self.metrics.counts.add(crate::metrics::REQUESTS + _priority.index());
-    }
-
     /// Counts a request of `priority` let through (metrics).
     #[inline]
     pub(crate) fn admitted(&self, _priority: backpressure_core::Priority) {
         #[cfg(feature = "metrics")]
-        self.metrics.counts.add(crate::metrics::ADMITTED + _priority.index());
+        self.metrics.admitted.add(_priority.index());
     }
 }
 

@@ -8,21 +8,16 @@
 //! | `backpressure_shed_rejected_total` | counter | `name`, `priority` |
 //! | `backpressure_shed_in_flight` | gauge (with `in_flight_limit` only) | `name` |
 //!
-//! Counted in the layer (per core) and published by the library once a
-//! second (`backpressure_core::metrics`): a request touches no recorder.
-
-/// Indices into the per-core counts: four priorities each.
-#[cfg(feature = "metrics")]
-pub(crate) const REQUESTS: usize = 0;
-#[cfg(feature = "metrics")]
-pub(crate) const ADMITTED: usize = 4;
+//! Counted in the layer (admissions per core, sheds on the shed path) and
+//! published by the library once a second (`backpressure_core::metrics`): a
+//! request touches no recorder. `requests_total` is admitted plus shed.
 
 /// The shedder's metrics state.
 #[cfg(feature = "metrics")]
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    pub(crate) counts: backpressure_core::metrics::Counts<8>,
-    shed: [backpressure_core::metrics::Published; 4],
+    pub(crate) admitted: backpressure_core::metrics::Counts<4>,
+    published: [[backpressure_core::metrics::Published; 3]; 4],
 }
 
 #[cfg(feature = "metrics")]
@@ -60,12 +55,14 @@ impl backpressure_core::metrics::Publish for crate::layer::Stats {
         let m = &self.metrics;
         for p in Priority::ALL {
             let i = p.index();
+            let (admitted, shed) = (m.admitted.get(i), self.shed[i].load(Relaxed));
+            let published = &m.published[i];
             metrics::counter!("backpressure_shed_requests_total", "name" => name.clone(), "priority" => p.as_str())
-                .increment(m.counts.unpublished(REQUESTS + i));
+                .increment(published[0].since(admitted.wrapping_add(shed)));
             metrics::counter!("backpressure_shed_admitted_total", "name" => name.clone(), "priority" => p.as_str())
-                .increment(m.counts.unpublished(ADMITTED + i));
+                .increment(published[1].since(admitted));
             metrics::counter!("backpressure_shed_rejected_total", "name" => name.clone(), "priority" => p.as_str())
-                .increment(m.shed[i].since(self.shed[i].load(Relaxed)));
+                .increment(published[2].since(shed));
         }
         if let Some(in_flight) = &self.in_flight {
             metrics::gauge!("backpressure_shed_in_flight", "name" => name)

@@ -88,7 +88,6 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.priority.extract(&req);
-        self.shared.stats.arrived(priority);
         if std::mem::take(&mut self.not_ready) {
             return ResponseFuture::rejected(self.reject(priority));
         }
