@@ -107,7 +107,7 @@ fn app(
 ) -> Result<(Router, ConcurrencyLimitHandle), Box<dyn std::error::Error>> {
     // respond -> timeout (10 s) -> per-IP rate limit -> priority shedding ->
     // adaptive concurrency limit (Gradient2, queue of 100), in one layer.
-    let preset = ServerPreset::new()?
+    let preset = ServerPreset::new()
         .priority_header(PriorityHeader::new(
             http::HeaderName::from_static("x-internal-priority"),
             Priority::Critical,

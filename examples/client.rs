@@ -39,7 +39,6 @@ use std::{
 
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use backpressure::{
-    ServiceBuilderExt,
     client::ClientPreset,
     core::{RejectKind, Rejected},
 };
@@ -101,13 +100,10 @@ async fn run() {
     let counts = Arc::new(Counts::default());
     let addr = serve(Arc::clone(&counts), start).await;
 
-    let preset = ClientPreset::new()
-        .expect("defaults are valid")
-        .timeout(Duration::from_secs(2))
-        .expect("2 s is valid");
+    let preset = ClientPreset::new().timeout(Duration::from_secs(2)).expect("2 s is valid");
     let handles = preset.handles();
     let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let client = ServiceBuilder::new().client_preset(preset).service(hyper);
+    let client = ServiceBuilder::new().layer(preset).service(hyper);
     let uri: http::Uri = format!("http://{addr}/").parse().expect("a valid URI");
 
     println!(

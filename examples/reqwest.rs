@@ -27,9 +27,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use backpressure::{
-    ServiceBuilderExt, client::ClientPreset, core::BoxError, timeout::grpc::parse_grpc_timeout,
-};
+use backpressure::{client::ClientPreset, core::BoxError, timeout::grpc::parse_grpc_timeout};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// The adapter: `http::Request<String>` in, `http::Response<reqwest::Body>`
@@ -89,7 +87,7 @@ async fn main() -> Result<(), BoxError> {
     let addr = server(Arc::clone(&seen)).await;
 
     let client = ServiceBuilder::new()
-        .client_preset(ClientPreset::new()?.timeout(Duration::from_secs(5))?.propagate_deadline())
+        .layer(ClientPreset::new().timeout(Duration::from_secs(5))?.propagate_deadline())
         .service(reqwest_service(reqwest::Client::new()));
     let start = Instant::now();
     let res =

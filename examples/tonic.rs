@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // respond -> timeout (honours grpc-timeout) -> rate limit (20 at once,
     // 10/s; for the whole server here) -> priority shedding -> adaptive
     // concurrency limit.
-    let preset = ServerPreset::new()?
+    let preset = ServerPreset::new()
         .rate_limit(RateLimitLayer::builder(Quota::per_second(10).burst(20)).build()?);
     let listener =
         TcpListener::bind(if smoke_test { "127.0.0.1:0" } else { "127.0.0.1:50051" }).await?;

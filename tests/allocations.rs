@@ -146,13 +146,13 @@ fn keyed_rate_limit_hits_allocate_nothing() {
 #[test]
 fn load_shed_admit_path_allocates_nothing() {
     let limit = ConcurrencyLimitLayer::new(10).unwrap();
-    let shed = LoadShedLayer::new(limit.handle()).unwrap();
+    let shed = LoadShedLayer::new(limit.handle());
     assert_eq!(allocations_per_request(shed.layer(limit.layer(trivial())), 1_000), 0.0);
 }
 
 #[test]
 fn circuit_breaker_closed_path_allocates_nothing() {
-    let layer = CircuitBreakerLayer::new().unwrap();
+    let layer = CircuitBreakerLayer::new();
     assert_eq!(allocations_per_request(layer.layer(trivial()), 1_000), 0.0);
 }
 
@@ -190,7 +190,6 @@ fn http_trivial()
 fn full_preset() -> impl Service<http::Request<()>, Error: std::fmt::Debug> {
     use backpressure::preset::ServerPreset;
     ServerPreset::new()
-        .unwrap()
         .deadline_extension(false)
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
         .breaker(
@@ -210,7 +209,7 @@ fn the_whole_server_preset_allocates_nothing_without_the_deadline_extension() {
 #[test]
 fn the_deadline_extension_costs_three_allocations_on_a_bare_request() {
     use backpressure::preset::ServerPreset;
-    let preset = ServerPreset::new().unwrap();
+    let preset = ServerPreset::new();
     // The map's box, its table, the boxed value.
     assert_eq!(http_allocations_per_request(preset.layer(http_trivial()), 1_000), 3.0);
 }
@@ -297,7 +296,7 @@ fn rate_shed_and_breaker_rejections_allocate_only_their_error() {
 
         // A dependency that always fails opens the breaker.
         let failing = service_fn(|_: u64| async { Err::<u64, BoxError>("down".into()) });
-        let mut breaker = CircuitBreakerLayer::new().unwrap().layer(failing);
+        let mut breaker = CircuitBreakerLayer::new().layer(failing);
         for _ in 0..200 {
             let _ = breaker.ready().await;
             let _ = breaker.call(1).await;

@@ -17,7 +17,6 @@ use axum::{
     routing::any,
 };
 use backpressure::{
-    ServiceBuilderExt,
     client::ClientPreset,
     core::{BoxError, Deadline, RejectKind, Rejected},
     preset::ServerPreset,
@@ -120,11 +119,10 @@ async fn retry_after_2_means_nothing_is_sent_for_2_seconds() {
     }))
     .await;
     let preset = ClientPreset::new()
-        .unwrap()
         .retry(tower::layer::util::Identity::new())
         .breaker(tower::layer::util::Identity::new());
     let handles = preset.handles();
-    let client = ServiceBuilder::new().client_preset(preset).service(hyper_client());
+    let client = ServiceBuilder::new().layer(preset).service(hyper_client());
 
     let start = Instant::now();
     let first = client.clone().oneshot(request(Method::GET, addr, "")).await.unwrap();
@@ -162,11 +160,9 @@ async fn a_dead_server_sees_at_most_the_budget_not_three_times_the_traffic() {
         .build()
         .unwrap();
     // No throttle: this test is about the budget alone.
-    let preset = ClientPreset::new()
-        .unwrap()
-        .retry(retry.clone())
-        .breaker(tower::layer::util::Identity::new());
-    let client = ServiceBuilder::new().client_preset(preset).service(hyper_client());
+    let preset =
+        ClientPreset::new().retry(retry.clone()).breaker(tower::layer::util::Identity::new());
+    let client = ServiceBuilder::new().layer(preset).service(hyper_client());
     let start = Instant::now();
     let requests = 300;
     for _ in 0..requests {
@@ -193,9 +189,9 @@ async fn non_idempotent_requests_are_never_retried_and_bodies_are_resent_intact(
         (status, vec![], Duration::ZERO)
     }))
     .await;
-    let preset = ClientPreset::new().unwrap();
+    let preset = ClientPreset::new();
     let handles = preset.handles();
-    let client = ServiceBuilder::new().client_preset(preset).service(hyper_client());
+    let client = ServiceBuilder::new().layer(preset).service(hyper_client());
     let put = client.clone().oneshot(request(Method::PUT, addr, "the row, intact")).await;
     let put = put.unwrap_or_else(|e| panic!("{e}: {:?}", handles.snapshot()));
     assert_eq!(put.status(), 200, "the PUT was retried");
@@ -217,17 +213,11 @@ async fn non_idempotent_requests_are_never_retried_and_bodies_are_resent_intact(
 async fn the_deadline_reaches_only_upstreams_that_opt_in() {
     let (addr, seen) = serve(script(|_| (StatusCode::OK, vec![], Duration::ZERO))).await;
     let third_party = ServiceBuilder::new()
-        .client_preset(ClientPreset::new().unwrap().timeout(Duration::from_secs(2)).unwrap())
+        .layer(ClientPreset::new().timeout(Duration::from_secs(2)).unwrap())
         .service(hyper_client());
     third_party.oneshot(request(Method::GET, addr, "")).await.unwrap();
     let internal = ServiceBuilder::new()
-        .client_preset(
-            ClientPreset::new()
-                .unwrap()
-                .timeout(Duration::from_secs(2))
-                .unwrap()
-                .propagate_deadline(),
-        )
+        .layer(ClientPreset::new().timeout(Duration::from_secs(2)).unwrap().propagate_deadline())
         .service(hyper_client());
     internal.oneshot(request(Method::GET, addr, "")).await.unwrap();
     let seen = seen.all();
@@ -249,7 +239,7 @@ async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
     let a_seen = Seen::default();
     // Internal hops: the deadline goes along.
     let to_b = ServiceBuilder::new()
-        .client_preset(ClientPreset::new().unwrap().propagate_deadline())
+        .layer(ClientPreset::new().propagate_deadline())
         .service(hyper_client());
     let a_app = Router::new()
         .route(
@@ -284,18 +274,14 @@ async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
                 }
             }),
         )
-        .layer(ServerPreset::new().unwrap());
+        .layer(ServerPreset::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, a_app).await.unwrap() });
 
     let client = ServiceBuilder::new()
-        .client_preset(
-            ClientPreset::new()
-                .unwrap()
-                .timeout(Duration::from_millis(800))
-                .unwrap()
-                .propagate_deadline(),
+        .layer(
+            ClientPreset::new().timeout(Duration::from_millis(800)).unwrap().propagate_deadline(),
         )
         .service(hyper_client());
     let start = Instant::now();
@@ -331,8 +317,7 @@ async fn the_deadline_shrinks_across_hops_and_nothing_is_sent_after_it() {
 #[tokio::test(start_paused = true)]
 async fn the_stack_is_a_plain_tower_service_with_boxed_errors() {
     let (addr, _seen) = serve(script(|_| (StatusCode::OK, vec![], Duration::ZERO))).await;
-    let mut client =
-        ServiceBuilder::new().client_preset(ClientPreset::new().unwrap()).service(hyper_client());
+    let mut client = ServiceBuilder::new().layer(ClientPreset::new()).service(hyper_client());
     let res: Result<_, BoxError> =
         client.ready().await.unwrap().call(request(Method::GET, addr, "")).await;
     assert_eq!(res.unwrap().status(), 200);
@@ -379,11 +364,10 @@ mod with_reqwest {
             }
         }))
         .await;
-        let preset = ClientPreset::new().unwrap();
+        let preset = ClientPreset::new();
         let handles = preset.handles();
-        let client = ServiceBuilder::new()
-            .client_preset(preset)
-            .service(reqwest_service(reqwest::Client::new()));
+        let client =
+            ServiceBuilder::new().layer(preset).service(reqwest_service(reqwest::Client::new()));
         let res = client.oneshot(get(addr)).await.unwrap();
         assert_eq!(res.status(), 200, "{:?}", handles.snapshot());
         let seen = seen.all();
@@ -398,11 +382,9 @@ mod with_reqwest {
     #[tokio::test(start_paused = true)]
     async fn reqwest_sends_the_deadline_only_where_asked() {
         let (addr, seen) = serve(script(|_| (StatusCode::OK, vec![], Duration::ZERO))).await;
-        for preset in
-            [ClientPreset::new().unwrap(), ClientPreset::new().unwrap().propagate_deadline()]
-        {
+        for preset in [ClientPreset::new(), ClientPreset::new().propagate_deadline()] {
             let client = ServiceBuilder::new()
-                .client_preset(preset.timeout(Duration::from_secs(3)).unwrap())
+                .layer(preset.timeout(Duration::from_secs(3)).unwrap())
                 .service(reqwest_service(reqwest::Client::new()));
             assert_eq!(client.oneshot(get(addr)).await.unwrap().status(), 200);
         }

@@ -27,7 +27,6 @@ fn preset(per_minute: u32) -> (Preset, BreakerHandle) {
     let breaker = CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap();
     let handle = breaker.handle();
     let preset = ServerPreset::new()
-        .unwrap()
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(per_minute).burst(per_minute))
                 .build()

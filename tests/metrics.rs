@@ -120,7 +120,6 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
     // The server preset: three requests pass the rate limit, the fourth is
     // answered 429; a failing route feeds the breaker's failure outcome.
     let preset = ServerPreset::new()
-        .unwrap()
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(4).burst(4)).name("server").build().unwrap(),
         )

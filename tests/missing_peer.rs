@@ -19,13 +19,11 @@ async fn a_missing_peer_shares_a_bucket_or_is_refused() {
         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
     });
     let shared = ServerPreset::new()
-        .unwrap()
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(10)).keyed(ClientIp::peer()).build().unwrap(),
         )
         .layer(ok);
     let refusing = ServerPreset::new()
-        .unwrap()
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(10))
                 .keyed(ClientIp::peer())

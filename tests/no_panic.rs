@@ -194,7 +194,7 @@ proptest! {
             .open_duration(open)
             .slow_call(slow, 0.5)
             .half_open_max_wait(half_open)
-            .backoff(BreakerBackoff { multiplier, max, jitter })
+            .backoff(BreakerBackoff::new(multiplier, max).jitter(jitter))
             .build();
         if let Ok(layer) = layer {
             drive(TimeoutLayer::new(Duration::from_secs(2)).unwrap().layer(layer.layer(backend())));

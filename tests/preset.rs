@@ -5,7 +5,6 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, routing::get};
 use backpressure::{
-    ServiceBuilderExt,
     breaker::CircuitBreakerLayer,
     concurrency::ConcurrencyLimitLayer,
     core::HttpClassify,
@@ -41,7 +40,6 @@ async fn serve(app: Router) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_preset_drops_into_an_axum_router() {
     let preset = ServerPreset::new()
-        .unwrap()
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(3).burst(3))
                 .keyed(ClientIp::peer())
@@ -72,7 +70,7 @@ async fn the_preset_through_service_builder_with_a_fixed_limit() {
     let preset = ServerPreset::with_concurrency(concurrency, Duration::from_secs(5)).unwrap();
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
-        .layer(tower::ServiceBuilder::new().server_preset(preset));
+        .layer(tower::ServiceBuilder::new().layer(preset));
     let addr = serve(app).await;
     assert_eq!(status(addr, "priority: sheddable\r\n").await, 200);
     assert_eq!(status(addr, "").await, 200);
@@ -80,7 +78,7 @@ async fn the_preset_through_service_builder_with_a_fixed_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_preset_can_hold_permits_for_the_body() {
-    let preset = ServerPreset::new().unwrap().hold_until_body_end();
+    let preset = ServerPreset::new().hold_until_body_end();
     let handle = preset.concurrency_handle();
     let app = Router::new().route("/", get(|| async { "hello" })).layer(preset);
     let addr = serve(app).await;
@@ -203,7 +201,7 @@ async fn status_from(from: &str, addr: SocketAddr) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_on_different_addresses_get_two_buckets() {
     let missing_before = ClientIp::missing_peer_count();
-    let preset = ServerPreset::new().unwrap().rate_limit(
+    let preset = ServerPreset::new().rate_limit(
         RateLimitLayer::builder(Quota::per_minute(2).burst(2))
             .keyed(ClientIp::peer())
             .build()
@@ -261,7 +259,6 @@ async fn a_client_cannot_claim_top_priority_by_default() {
     // for the limiter and the shedder alike.
     let name = http::HeaderName::from_static("x-internal-priority");
     let opted = ServerPreset::new()
-        .unwrap()
         .priority_header(PriorityHeader::new(name, backpressure::core::Priority::Critical));
     assert_eq!(
         opted.priority_source().header_name().map(|n| n.as_str()),
@@ -304,7 +301,6 @@ async fn rate_limit_rejections_carry_the_policy_legacy_headers_and_a_custom_body
     use tower::{Layer, ServiceExt};
 
     let preset = ServerPreset::new()
-        .unwrap()
         .rate_limit(RateLimitLayer::builder(Quota::per_minute(2).burst(5)).build().unwrap())
         .x_ratelimit_headers(true)
         .on_error(Problem);

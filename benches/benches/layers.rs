@@ -83,9 +83,7 @@ fn bench_shed(c: &mut Criterion) {
     group.bench_function("backpressure", |b| {
         // Reading a concurrency limiter's occupancy: the common signal.
         let limit = ConcurrencyLimitLayer::new(1_000).expect("valid");
-        let mut svc = ServiceBuilder::new()
-            .layer(LoadShedLayer::new(limit.handle()).expect("valid"))
-            .service(bare);
+        let mut svc = ServiceBuilder::new().layer(LoadShedLayer::new(limit.handle())).service(bare);
         b.iter(|| call_now(&mut svc, black_box(1)))
     });
     group.finish();
@@ -110,8 +108,7 @@ fn bench_breaker(c: &mut Criterion) {
         b.iter(|| call_now(&mut svc, black_box(1)))
     });
     group.bench_function("backpressure", |b| {
-        let mut svc =
-            ServiceBuilder::new().layer(CircuitBreakerLayer::new().expect("valid")).service(bare);
+        let mut svc = ServiceBuilder::new().layer(CircuitBreakerLayer::new()).service(bare);
         b.iter(|| call_now(&mut svc, black_box(1)))
     });
     group.finish();
@@ -133,7 +130,6 @@ fn bench_preset(c: &mut Criterion) {
     });
     let full = || {
         ServerPreset::new()
-            .expect("valid")
             .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).expect("valid"))
             .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"))
     };

@@ -185,7 +185,7 @@ fn bench_scaling(c: &mut Criterion) {
 
     let tower_shed = tower::load_shed::LoadShedLayer::new().layer(bare);
     let occupancy = ConcurrencyLimitLayer::new(1_000).expect("valid");
-    let shed = LoadShedLayer::new(occupancy.handle()).expect("valid").layer(bare);
+    let shed = LoadShedLayer::new(occupancy.handle()).layer(bare);
     let mut g = new_group(c, "load_shed");
     for &t in &counts {
         bench(&mut g, "tower", t, &tower_shed, unit);
@@ -199,7 +199,7 @@ fn bench_scaling(c: &mut Criterion) {
         .build()
         .expect("valid")
         .layer(bare);
-    let breaker = CircuitBreakerLayer::new().expect("valid").layer(bare);
+    let breaker = CircuitBreakerLayer::new().layer(bare);
     let mut g = new_group(c, "breaker_closed");
     for &t in &counts {
         bench(&mut g, "tower_resilience", t, &resilience, unit);
@@ -235,7 +235,6 @@ fn bench_scaling(c: &mut Criterion) {
         .timeout(Duration::from_secs(1))
         .service(bare_http);
     let preset = ServerPreset::new()
-        .expect("valid")
         .deadline_extension(false)
         .rate_limit(RateLimitLayer::new(Quota::per_second(per_second)).expect("valid"))
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"))

@@ -95,7 +95,7 @@ fn main() {
         "breaker",
         CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap().layer(bare),
     );
-    let p = ServerPreset::new().unwrap().deadline_extension(false);
+    let p = ServerPreset::new().deadline_extension(false);
     time("preset default (adaptive) noext", p.layer(bare));
     let fixed = ConcurrencyLimitLayer::builder()
         .limit(1000)

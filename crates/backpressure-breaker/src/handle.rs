@@ -11,7 +11,7 @@ pub struct BreakerHandle {
 /// A point-in-time view of a breaker.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct BreakerSnapshot {
     /// The current state.
     pub state: State,
     /// Calls, failures and slow calls in the window.
@@ -44,9 +44,9 @@ impl BreakerHandle {
     }
 
     /// Everything at once.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> BreakerSnapshot {
         let counts = self.shared.counts();
-        Snapshot {
+        BreakerSnapshot {
             state: self.state(),
             counts,
             failure_rate: counts.failure_rate(),

@@ -18,6 +18,7 @@ const LAYER: &str = "circuit-breaker";
 
 /// How the breaker remembers recent calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SlidingWindow {
     /// The last `n` calls (default: 100).
     Calls(usize),
@@ -37,16 +38,19 @@ pub struct CircuitBreakerLayer<C = DefaultClassify> {
     classify: C,
 }
 
+/// [`CircuitBreakerLayer::new`]: the defaults.
+impl Default for CircuitBreakerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl CircuitBreakerLayer {
     /// A breaker with the defaults: trip when at least 50 % of the last 100
     /// calls failed (after at least 20), stay open 30 s, then let 3 probes
     /// through.
-    ///
-    /// # Errors
-    ///
-    /// Never with the defaults.
-    pub fn new() -> Result<Self, ConfigError> {
-        Self::builder().build()
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid (tested)")
     }
 
     /// A builder for every option.
@@ -112,7 +116,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 ///     .slow_call(Duration::from_millis(500), 0.5)
 ///     .minimum_calls(10)
 ///     .open_duration(Duration::from_secs(5))
-///     .backoff(Backoff { multiplier: 2.0, max: Duration::from_secs(120), jitter: 0.1 })
+///     .backoff(Backoff::new(2.0, Duration::from_secs(120)).jitter(0.1))
 ///     .half_open_calls(5)
 ///     .on_state_change(|from, to| eprintln!("breaker: {from} -> {to}"))
 ///     .name("payments")

@@ -101,7 +101,7 @@ mod throttle;
 mod window;
 
 pub use future::ResponseFuture;
-pub use handle::{BreakerHandle, Snapshot};
+pub use handle::{BreakerHandle, BreakerSnapshot};
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerLayer, SlidingWindow};
 pub use service::CircuitBreaker;
 pub use state::{Backoff, State};

@@ -16,6 +16,7 @@ use crate::window::{CountWindow, Counts, Mark, TimeWindow};
 
 /// Where a breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// Calls flow; outcomes are recorded.
     Closed,
@@ -74,6 +75,7 @@ impl fmt::Display for State {
 
 /// How long the breaker stays open after consecutive re-opens.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Backoff {
     /// Each consecutive re-open multiplies the open time by this (≥ 1).
     pub multiplier: f64,
@@ -82,6 +84,23 @@ pub struct Backoff {
     /// Random spread, as a fraction of the open time (0..1), so a fleet of
     /// clients does not probe in step.
     pub jitter: f64,
+}
+
+impl Backoff {
+    /// Multiplies the open time by `multiplier` (≥ 1) at each consecutive
+    /// re-open, up to `max`, with no jitter (see [`jitter`](Self::jitter)).
+    /// Validated when the breaker is built.
+    pub const fn new(multiplier: f64, max: Duration) -> Self {
+        Backoff { multiplier, max, jitter: 0.0 }
+    }
+
+    /// Spreads each open time by up to this fraction (0..1) of it, so a
+    /// fleet of clients does not probe in step.
+    #[must_use]
+    pub const fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
 }
 
 pub(crate) enum Window {

@@ -81,14 +81,17 @@ pub struct AdaptiveThrottleLayer<C = DefaultClassify> {
     classify: C,
 }
 
+/// [`AdaptiveThrottleLayer::new`]: the defaults.
+impl Default for AdaptiveThrottleLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl AdaptiveThrottleLayer {
     /// The SRE book's defaults: K = 2, a 2-minute window, no cap.
-    ///
-    /// # Errors
-    ///
-    /// Never with the defaults.
-    pub fn new() -> Result<Self, ConfigError> {
-        Self::builder().build()
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid (tested)")
     }
 
     /// A builder.

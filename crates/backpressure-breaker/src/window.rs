@@ -16,6 +16,7 @@ pub(crate) struct Mark {
 
 /// Calls, failures and slow calls in a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Counts {
     /// Calls recorded.
     pub calls: u64,

@@ -239,7 +239,7 @@ async fn metrics_only_records_but_never_trips() {
 async fn the_open_time_backs_off_on_consecutive_reopens() {
     let layer = builder()
         .open_duration(Duration::from_secs(1))
-        .backoff(Backoff { multiplier: 2.0, max: Duration::from_secs(5), jitter: 0.0 })
+        .backoff(Backoff::new(2.0, Duration::from_secs(5)))
         .half_open_calls(1)
         .build()
         .unwrap();
@@ -289,8 +289,7 @@ fn invalid_configurations_name_their_field() {
     assert_eq!(field(builder().minimum_calls(11)), "minimum_calls");
     assert_eq!(field(builder().window(SlidingWindow::Calls(0))), "window");
     assert_eq!(field(builder().open_duration(Duration::ZERO)), "open_duration");
-    let bad =
-        builder().backoff(Backoff { multiplier: 0.5, max: Duration::from_secs(60), jitter: 0.0 });
+    let bad = builder().backoff(Backoff::new(0.5, Duration::from_secs(60)));
     assert_eq!(field(bad), "backoff.multiplier");
 }
 
@@ -515,7 +514,7 @@ async fn jittered_open_times_never_exceed_the_backoff_max() {
     for seed in 0..50 {
         let layer = builder()
             .open_duration(Duration::from_secs(10))
-            .backoff(Backoff { multiplier: 2.0, max, jitter: 0.5 })
+            .backoff(Backoff::new(2.0, max).jitter(0.5))
             .half_open_calls(1)
             .seed(seed)
             .build()
@@ -540,7 +539,7 @@ async fn jittered_open_times_never_exceed_the_backoff_max() {
 async fn huge_durations_never_panic() {
     let layer = builder()
         .open_duration(Duration::MAX)
-        .backoff(Backoff { multiplier: 10.0, max: Duration::MAX, jitter: 0.9 })
+        .backoff(Backoff::new(10.0, Duration::MAX).jitter(0.9))
         .half_open_max_wait(Duration::MAX)
         .slow_call(Duration::MAX, 1.0)
         .window(SlidingWindow::Time { bucket: Duration::MAX, buckets: 3_600 })

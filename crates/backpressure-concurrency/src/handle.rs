@@ -12,7 +12,7 @@ pub struct ConcurrencyLimitHandle {
 /// A point-in-time view of a limiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct ConcurrencyLimitSnapshot {
     /// The current limit (adaptive limits move).
     pub limit: usize,
     /// Requests holding a permit.
@@ -81,11 +81,11 @@ impl ConcurrencyLimitHandle {
     }
 
     /// Everything at once.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> ConcurrencyLimitSnapshot {
         let s = &self.shared.stats;
         let dequeued = s.dequeued.load(Relaxed);
         let total = s.queue_wait_nanos.load(Relaxed);
-        Snapshot {
+        ConcurrencyLimitSnapshot {
             limit: self.limit(),
             in_flight: self.in_flight(),
             queued: self.queued(),

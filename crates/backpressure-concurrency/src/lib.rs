@@ -172,7 +172,7 @@ mod shared;
 
 pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample, Summary, Vegas, WindowConfig};
 pub use future::ResponseFuture;
-pub use handle::{ConcurrencyLimitHandle, Snapshot};
+pub use handle::{ConcurrencyLimitHandle, ConcurrencyLimitSnapshot};
 pub use hold::{HeldPermit, OnResponse, Release};
 #[cfg(feature = "http")]
 pub use hold::{HoldUntilBodyEnd, PermitBody};

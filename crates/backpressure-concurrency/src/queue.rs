@@ -11,6 +11,7 @@ use tokio::time::Instant;
 /// Whatever the discipline, higher [`Priority`] waiters are always served
 /// before lower ones; the discipline orders waiters of equal priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Discipline {
     /// Oldest first, each request may wait `max_wait`: fair, and right
     /// while the queue is short, but under sustained overload a full queue

@@ -112,6 +112,7 @@ impl fmt::Display for LayerName {
 /// `RateLimit` and `Retry-After` headers (IETF draft
 /// `draft-ietf-httpapi-ratelimit-headers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct RateLimitInfo {
     /// Requests (cost units) that can be spent at once: the burst.
     pub limit: u32,
@@ -132,6 +133,18 @@ thread_local! {
 }
 
 impl RateLimitInfo {
+    /// A quota's state: `limit` (the burst), `quota` per `window`
+    /// sustained, `remaining` now, full again after `reset`.
+    pub const fn new(
+        limit: u32,
+        quota: u32,
+        window: Duration,
+        remaining: u32,
+        reset: Duration,
+    ) -> Self {
+        RateLimitInfo { limit, quota, window, remaining, reset }
+    }
+
     /// Hands this state to a layer right above, on this thread, for the
     /// request being dispatched: a rate limit publishes what it decided
     /// during `call`, and the outer layer [`take`](Self::take_published)s
@@ -149,7 +162,8 @@ impl RateLimitInfo {
     /// use std::time::Duration;
     /// use backpressure_core::RateLimitInfo;
     ///
-    /// let info = RateLimitInfo { limit: 10, quota: 10, window: Duration::from_secs(1), remaining: 9, reset: Duration::from_millis(100) };
+    /// let info =
+    ///     RateLimitInfo::new(10, 10, Duration::from_secs(1), 9, Duration::from_millis(100));
     /// info.publish();
     /// assert_eq!(RateLimitInfo::take_published(), Some(info));
     /// assert_eq!(RateLimitInfo::take_published(), None);

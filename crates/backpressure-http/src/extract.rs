@@ -40,6 +40,7 @@ pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
 
 /// Which forwarding header the proxies in front of the server write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ForwardingHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` — what most load balancers
     /// (AWS ALB, nginx's `$proxy_add_x_forwarded_for`, GCP, Cloudflare)

@@ -56,8 +56,8 @@ pub use extract::{
 #[cfg(feature = "tonic")]
 pub use named::{Named, named};
 pub use pushback::{
-    PushbackFuture, PushbackHandle, PushbackLayer, PushbackLayerBuilder, PushbackMode,
-    PushbackService, PushbackSnapshot,
+    PushbackBuilder, PushbackFuture, PushbackHandle, PushbackLayer, PushbackMode, PushbackService,
+    PushbackSnapshot,
 };
 pub use ratelimit_headers::{RateLimitHeaders, RateLimitHeadersFuture, RateLimitHeadersLayer};
 pub use respond::{

@@ -25,6 +25,7 @@ use tower_service::Service;
 /// What to do with a request that arrives while the upstream's pushback
 /// holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum PushbackMode {
     /// Wait until the pushback ends, if the request's deadline (see
     /// [`Deadline::current`]) lasts that long; otherwise reject at once.
@@ -111,7 +112,7 @@ impl Gate {
 /// `Retry-After` (delay-seconds or HTTP-date), or a response with
 /// `grpc-retry-pushback-ms`, new requests to that upstream are held until
 /// the time given (bounded by each request's deadline, and by
-/// [`max_pushback`](PushbackLayerBuilder::max_pushback)) or rejected at once
+/// [`max_pushback`](PushbackBuilder::max_pushback)) or rejected at once
 /// with `Rejected(RateLimited)` carrying the time left.
 ///
 /// One layer = one upstream: every service it builds shares the gate. In
@@ -120,7 +121,7 @@ impl Gate {
 /// so that held requests hold no permit.
 ///
 /// The fast path, with no pushback in force, is one atomic load: no clock
-/// read. At most [`max_held`](PushbackLayerBuilder::max_held) requests wait
+/// read. At most [`max_held`](PushbackBuilder::max_held) requests wait
 /// at once; more are rejected.
 ///
 /// ```
@@ -164,8 +165,8 @@ impl PushbackLayer {
     }
 
     /// A layer to configure.
-    pub fn builder() -> PushbackLayerBuilder {
-        PushbackLayerBuilder {
+    pub fn builder() -> PushbackBuilder {
+        PushbackBuilder {
             mode: PushbackMode::Hold,
             max_held: 1024,
             max_pushback: Duration::from_secs(60),
@@ -191,7 +192,7 @@ impl<S> Layer<S> for PushbackLayer {
 
 /// Builds a [`PushbackLayer`].
 #[derive(Debug, Clone)]
-pub struct PushbackLayerBuilder {
+pub struct PushbackBuilder {
     mode: PushbackMode,
     max_held: u64,
     max_pushback: Duration,
@@ -200,7 +201,7 @@ pub struct PushbackLayerBuilder {
     name: LayerName,
 }
 
-impl PushbackLayerBuilder {
+impl PushbackBuilder {
     /// Hold or reject requests while the pushback lasts. Default: hold.
     #[must_use]
     pub fn mode(mut self, mode: PushbackMode) -> Self {

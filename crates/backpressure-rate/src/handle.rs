@@ -13,7 +13,7 @@ pub struct RateLimitHandle<St> {
 /// A point-in-time view of a rate limiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct RateLimitSnapshot {
     /// The quota enforced.
     pub quota: Quota,
     /// Requests rejected.
@@ -37,12 +37,12 @@ impl<St> RateLimitHandle<St> {
     }
 
     /// Everything at once.
-    pub fn snapshot<K: ?Sized>(&self) -> Snapshot
+    pub fn snapshot<K: ?Sized>(&self) -> RateLimitSnapshot
     where
         St: RateStore<K>,
     {
         let stats = &self.shared.stats;
-        Snapshot {
+        RateLimitSnapshot {
             quota: self.shared.store.quota(),
             rejected: stats.rejected.load(Relaxed),
             shadow_rejected: stats.shadow_rejected.load(Relaxed),

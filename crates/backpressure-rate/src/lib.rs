@@ -82,7 +82,7 @@ mod service;
 mod store;
 
 pub use future::ResponseFuture;
-pub use handle::{RateLimitHandle, Snapshot};
+pub use handle::{RateLimitHandle, RateLimitSnapshot};
 pub use layer::{
     Custom, Direct, Global, Keyed, RateLimitBuilder, RateLimitLayer, StoreSpec, UnitCost,
 };

@@ -252,13 +252,13 @@ impl backpressure_rate::RateStore<()> for LaterStore {
         let verdict = self.0;
         backpressure_rate::Check::Pending(Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            let info = backpressure_core::RateLimitInfo {
-                limit: 10,
-                quota: 10,
-                window: Duration::from_secs(1),
-                remaining: 9,
-                reset: Duration::ZERO,
-            };
+            let info = backpressure_core::RateLimitInfo::new(
+                10,
+                10,
+                Duration::from_secs(1),
+                9,
+                Duration::ZERO,
+            );
             Ok(backpressure_rate::Decision::new(verdict, info))
         }))
     }

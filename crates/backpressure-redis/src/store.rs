@@ -33,6 +33,7 @@ const LAYER: &str = "redis-rate-store";
 
 /// What a check does when Redis does not answer within the timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureMode {
     /// Admit: availability over the limit.
     Open,
@@ -551,15 +552,15 @@ impl Inner {
     }
 
     fn info(&self, ahead_us: u64) -> RateLimitInfo {
-        RateLimitInfo {
-            limit: self.burst,
-            quota: self.quota.count(),
-            window: self.quota.period(),
-            remaining: u32::try_from(self.tol_us.saturating_sub(ahead_us) / self.t_us)
+        RateLimitInfo::new(
+            self.burst,
+            self.quota.count(),
+            self.quota.period(),
+            u32::try_from(self.tol_us.saturating_sub(ahead_us) / self.t_us)
                 .unwrap_or(u32::MAX)
                 .min(self.burst),
-            reset: Duration::from_micros(ahead_us),
-        }
+            Duration::from_micros(ahead_us),
+        )
     }
 
     fn decision(&self, (allowed, wait, ahead, impossible): Reply) -> Decision {

@@ -113,9 +113,9 @@ impl RetryBudget {
     }
 
     /// Counters and the current balance.
-    pub fn snapshot(&self) -> BudgetSnapshot {
+    pub fn snapshot(&self) -> RetryBudgetSnapshot {
         let i = &*self.inner;
-        BudgetSnapshot {
+        RetryBudgetSnapshot {
             requests: i.deposits.load(Relaxed),
             retries: i.withdrawn.load(Relaxed),
             denied: i.denied.load(Relaxed),
@@ -133,7 +133,7 @@ impl Default for RetryBudget {
 /// A [`RetryBudget`]'s counters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
-pub struct BudgetSnapshot {
+pub struct RetryBudgetSnapshot {
     /// Original requests recorded.
     pub requests: u64,
     /// Retries the budget allowed.

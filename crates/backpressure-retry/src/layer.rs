@@ -12,7 +12,7 @@ use std::{
 use backpressure_core::{ConfigError, Draw, LayerName};
 use tower_layer::Layer;
 
-use crate::{Backoff, BudgetSnapshot, Retry, RetryBudget};
+use crate::{Backoff, Retry, RetryBudget, RetryBudgetSnapshot};
 
 pub(crate) struct Shared<P> {
     pub(crate) policy: P,
@@ -112,8 +112,8 @@ impl<P> RetryLayer<P> {
     }
 
     /// A layer to configure.
-    pub fn builder(policy: P) -> RetryLayerBuilder<P> {
-        RetryLayerBuilder {
+    pub fn builder(policy: P) -> RetryBuilder<P> {
+        RetryBuilder {
             policy,
             budget: None,
             backoff: Backoff::default(),
@@ -144,7 +144,7 @@ impl<S, P> Layer<S> for RetryLayer<P> {
 
 /// Builds a [`RetryLayer`].
 #[derive(Debug)]
-pub struct RetryLayerBuilder<P> {
+pub struct RetryBuilder<P> {
     policy: P,
     budget: Option<RetryBudget>,
     backoff: Backoff,
@@ -155,7 +155,7 @@ pub struct RetryLayerBuilder<P> {
     name: LayerName,
 }
 
-impl<P> RetryLayerBuilder<P> {
+impl<P> RetryBuilder<P> {
     /// Attempts per request, the first included, 1 to 10. Default 3.
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -281,5 +281,5 @@ pub struct RetrySnapshot {
     /// `max_retry_after`.
     pub denied_by_pushback: u64,
     /// The budget's own counters (shared with other layers using it).
-    pub budget: BudgetSnapshot,
+    pub budget: RetryBudgetSnapshot,
 }

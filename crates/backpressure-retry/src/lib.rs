@@ -53,10 +53,10 @@ mod policy;
 mod service;
 
 pub use backoff::Backoff;
-pub use budget::{BudgetSnapshot, RetryBudget, RetryBudgetBuilder};
+pub use budget::{RetryBudget, RetryBudgetBuilder, RetryBudgetSnapshot};
 pub use future::ResponseFuture;
 #[cfg(feature = "http")]
 pub use http::{DefaultIdempotent, HttpRetry, Idempotent, ReplayBody};
-pub use layer::{RetryHandle, RetryLayer, RetryLayerBuilder, RetrySnapshot};
+pub use layer::{RetryBuilder, RetryHandle, RetryLayer, RetrySnapshot};
 pub use policy::{FnPolicy, Policy, Verdict};
 pub use service::Retry;

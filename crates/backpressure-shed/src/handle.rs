@@ -15,7 +15,7 @@ pub struct LoadShedHandle<P> {
 /// A point-in-time view of a shedder.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct LoadShedSnapshot {
     /// The signal's pressure now (with the in-flight count, if tracked).
     pub pressure: f64,
     /// Requests shed so far, indexed by [`Priority::index`].
@@ -24,7 +24,7 @@ pub struct Snapshot {
     pub in_flight: Option<usize>,
 }
 
-impl Snapshot {
+impl LoadShedSnapshot {
     /// Requests of `priority` shed so far.
     pub fn shed_of(&self, priority: Priority) -> u64 {
         self.shed[priority.index()]
@@ -39,14 +39,14 @@ impl<P> LoadShedHandle<P> {
 
 impl<P: Pressure> LoadShedHandle<P> {
     /// Everything at once.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> LoadShedSnapshot {
         let s = &self.shared;
         let in_flight = s.in_flight.as_ref().map(|c| c.count.load(Relaxed));
         let mut pressure = s.signal.pressure();
         if let Some(c) = &s.in_flight {
             pressure = pressure.max(c.pressure());
         }
-        Snapshot {
+        LoadShedSnapshot {
             pressure,
             shed: std::array::from_fn(|i| s.stats.shed[i].load(Relaxed)),
             in_flight,

@@ -70,12 +70,8 @@ pub struct LoadShedLayer<P = NoSignal, E = DefaultPriority> {
 impl<P: Pressure> LoadShedLayer<P> {
     /// Sheds on `signal` with the default thresholds; every request is
     /// `Critical` until a priority extractor is set.
-    ///
-    /// # Errors
-    ///
-    /// Never with the defaults; see [`LoadShedBuilder::build`].
-    pub fn new(signal: P) -> Result<Self, ConfigError> {
-        Self::builder(signal).build()
+    pub fn new(signal: P) -> Self {
+        Self::builder(signal).build().expect("the defaults are valid (tested)")
     }
 
     /// A builder: thresholds, priorities, in-flight limit, readiness.

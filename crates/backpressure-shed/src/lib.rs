@@ -71,7 +71,7 @@ mod signal;
 
 pub use curve::Thresholds;
 pub use future::ResponseFuture;
-pub use handle::{LoadShedHandle, Snapshot};
+pub use handle::{LoadShedHandle, LoadShedSnapshot};
 pub use layer::{LoadShedBuilder, LoadShedLayer};
 pub use service::LoadShed;
 pub use signal::{LagSignal, MaxOf, NoSignal, ProbeWatch};

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use backpressure_breaker::{AdaptiveThrottleLayer, ThrottleHandle};
-use backpressure_concurrency::{Aimd, ConcurrencyLimitHandle, ConcurrencyLimitLayer, Snapshot};
+use backpressure_concurrency::{
+    Aimd, ConcurrencyLimitHandle, ConcurrencyLimitLayer, ConcurrencyLimitSnapshot,
+};
 use backpressure_core::{ConfigError, CurrentDeadline, DefaultPriority, HttpClassify};
 use backpressure_http::{PushbackHandle, PushbackLayer, PushbackService, PushbackSnapshot};
 use backpressure_retry::{HttpRetry, RetryHandle, RetryLayer, RetrySnapshot};
@@ -84,7 +86,7 @@ pub type ClientThrottle = AdaptiveThrottleLayer<HttpClassify>;
 ///
 /// # fn main() -> Result<(), backpressure::core::ConfigError> {
 /// let client = ServiceBuilder::new()
-///     .layer(ClientPreset::new()?.timeout(Duration::from_secs(2))?)
+///     .layer(ClientPreset::new().timeout(Duration::from_secs(2))?)
 ///     .service(service_fn(|_req: http::Request<String>| async {
 ///         Ok::<_, std::io::Error>(http::Response::new(()))
 ///     }));
@@ -134,7 +136,7 @@ pub struct ClientSnapshot {
     /// The throttle's local rejection probability and rejections so far.
     pub throttle: Option<(f64, u64)>,
     /// The concurrency limit: limit, in flight, queued, rejections.
-    pub concurrency: Option<Snapshot>,
+    pub concurrency: Option<ConcurrencyLimitSnapshot>,
 }
 
 impl ClientHandles {
@@ -149,6 +151,13 @@ impl ClientHandles {
     }
 }
 
+/// [`ClientPreset::new`]: the defaults.
+impl Default for ClientPreset {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ClientPreset {
     /// Safe defaults for a client of one upstream: a 10 s total deadline;
     /// [`HttpRetry`] with 3 attempts within a 10 % + 1/s budget; pushback
@@ -159,11 +168,11 @@ impl ClientPreset {
     /// for upstreams of your own). Build one preset per upstream: the
     /// budget, the pushback, the throttle, the limit and whether it may
     /// know your deadlines describe that upstream.
-    ///
-    /// # Errors
-    ///
-    /// Never with the defaults.
-    pub fn new() -> Result<Self, ConfigError> {
+    pub fn new() -> Self {
+        Self::try_defaults().expect("the defaults are valid (tested)")
+    }
+
+    fn try_defaults() -> Result<Self, ConfigError> {
         let retry = RetryLayer::builder(HttpRetry::new()).name("client").build()?;
         let pushback = PushbackLayer::builder().name("client").build()?;
         let throttle = AdaptiveThrottleLayer::builder()

@@ -100,9 +100,6 @@ pub use backpressure_retry as retry;
 #[cfg(feature = "http")]
 pub use backpressure_http as http;
 
-mod builder_ext;
-pub use builder_ext::ServiceBuilderExt;
-
 /// The server preset: the whole stack in the recommended order (feature
 /// `http`).
 #[cfg(feature = "http")]

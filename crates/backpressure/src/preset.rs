@@ -110,9 +110,9 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 /// use backpressure::http::ClientIp;
 ///
 /// # fn main() -> Result<(), backpressure::core::ConfigError> {
-/// let preset = ServerPreset::new()?
+/// let preset = ServerPreset::new()
 ///     .rate_limit(RateLimitLayer::builder(Quota::per_second(20)).keyed(ClientIp::peer()).build()?)
-///     .breaker(CircuitBreakerLayer::new()?);
+///     .breaker(CircuitBreakerLayer::new());
 /// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hello" }))
 ///     .layer(preset);
@@ -130,6 +130,13 @@ pub struct ServerPreset<R = Identity, B = Identity, H = Release, E = Internal> {
     breaker: B,
 }
 
+/// [`ServerPreset::new`]: the defaults.
+impl Default for ServerPreset {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ServerPreset {
     /// Safe defaults for a typical service: a 10 s deadline; an adaptive
     /// (Gradient2) limit starting at 20 with a queue of 100 and waits of at
@@ -139,20 +146,18 @@ impl ServerPreset {
     /// until you opt in with [`priority_header`](Self::priority_header));
     /// shedding on the limit's occupancy. No rate limit and no breaker until
     /// you add them.
-    ///
-    /// # Errors
-    ///
-    /// Never with the defaults.
-    pub fn new() -> Result<Self, ConfigError> {
+    pub fn new() -> Self {
         let concurrency = ConcurrencyLimitLayer::builder()
             .adaptive(Gradient2::new())
             .max_queue(100)
             .max_wait(Duration::from_secs(1))
             .priority(PriorityHeader::default())
             .classify(HttpClassify)
-            .name("server")
-            .build()?;
-        Self::with_concurrency(concurrency, Duration::from_secs(10))
+            .name("server");
+        concurrency
+            .build()
+            .and_then(|c| Self::with_concurrency(c, Duration::from_secs(10)))
+            .expect("the defaults are valid (tested)")
     }
 
     /// The preset around a concurrency limit of your own (fixed, another

@@ -59,15 +59,15 @@ impl Decision {
     pub fn info(&self) -> RateLimitInfo {
         match self.info {
             Info::Known(info) => info,
-            Info::Gcra { ahead, t, tolerance, burst, quota, window } => RateLimitInfo {
-                limit: burst,
+            Info::Gcra { ahead, t, tolerance, burst, quota, window } => RateLimitInfo::new(
+                burst,
                 quota,
                 window,
-                remaining: u32::try_from(tolerance.saturating_sub(ahead) / t.max(1))
+                u32::try_from(tolerance.saturating_sub(ahead) / t.max(1))
                     .unwrap_or(u32::MAX)
                     .min(burst),
-                reset: Duration::from_nanos(ahead),
-            },
+                Duration::from_nanos(ahead),
+            ),
         }
     }
 
