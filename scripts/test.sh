@@ -4,18 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's header says how long the run has taken so far.
+START=$SECONDS
+step() { step "[$((SECONDS - START)) s] $*"; }
+
 scripts/install-deps.sh
 
-echo "==> cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all --check
 
-echo "==> cargo clippy (its incompatible_msrv lint holds std APIs to rust-version)"
+step "cargo clippy (its incompatible_msrv lint holds std APIs to rust-version)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings -D clippy::incompatible_msrv
 
-echo "==> cargo deny"
+step "cargo deny"
 cargo deny --log-level error check licenses bans sources
 
-echo "==> cargo doc, as docs.rs builds it (every feature, --cfg docsrs: gated items badged)"
+step "cargo doc, as docs.rs builds it (every feature, --cfg docsrs: gated items badged)"
 # RUSTC_BOOTSTRAP lets the stable rustdoc take `feature(doc_cfg)`, as the
 # nightly one docs.rs runs does.
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="-D warnings --cfg docsrs" \
@@ -24,29 +28,29 @@ grep -q 'Available on crate feature `redis` only' \
     "${CARGO_TARGET_DIR:-target}/doc/backpressure/index.html" \
     || { echo "the facade's feature-gated modules are not badged"; exit 1; }
 
-echo "==> cargo package (every published crate packages and builds from its package)"
+step "cargo package (every published crate packages and builds from its package)"
 cargo package --workspace --exclude backpressure-benches --exclude backpressure-lab \
     --allow-dirty --quiet
 
-echo "==> overload lab (smoke run)"
+step "overload lab (smoke run)"
 cargo run --release --quiet --example overload -- --duration 2 >/dev/null
 
-echo "==> overload lab in a terminal (a pseudo-terminal: its progress line must not hang it)"
+step "overload lab in a terminal (a pseudo-terminal: its progress line must not hang it)"
 # CI has no terminal; the first version of the progress line hung forever on
 # one (clear_progress called itself), which only a terminal shows.
 timeout 120 script -qec "cargo run --release --quiet --example overload -- --duration 1 --loads 2 --stacks adaptive" /dev/null >/dev/null
 
-echo "==> loom model of the concurrency limiter's lock-free handoff"
+step "loom model of the concurrency limiter's lock-free handoff"
 # A dev build: from nothing it builds in half the time of a release one
 # (22 s against 47 s here), and the models run in 0.1 s either way.
 RUSTFLAGS="--cfg backpressure_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
     cargo test -p backpressure-concurrency --lib --quiet loom
 
-echo "==> cargo test"
+step "cargo test"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 
-echo "==> cargo test, as installed: each layer crate on its default features; the facade with the README's feature sets"
+step "cargo test, as installed: each layer crate on its default features; the facade with the README's feature sets"
 # Workspace runs unify features; a crate's cfg(feature) bug only shows when
 # it is built the way a user's Cargo.toml builds it.
 cargo test --quiet -p backpressure-core -p backpressure-concurrency -p backpressure-breaker \
@@ -56,9 +60,10 @@ for features in http http,axum tonic; do
     cargo test --quiet -p backpressure --no-default-features --features "$features"
 done
 
-echo "==> examples (smoke runs; each asserts its own claims)"
+step "examples (smoke runs; each asserts its own claims)"
 cargo run --quiet --example client >/dev/null
 cargo run --quiet --example reqwest -- --smoke >/dev/null
 cargo run --quiet --example axum -- --smoke >/dev/null
 cargo run --quiet --example tonic -- --smoke >/dev/null
 cargo run --release --quiet --example overload -- --real --duration 1 --loads 2 --stacks tower,adaptive >/dev/null
+step "done"
