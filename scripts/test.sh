@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Each step's header says how long the run has taken so far.
 START=$SECONDS
-step() { step "[$((SECONDS - START)) s] $*"; }
+step() { echo "==> [$((SECONDS - START)) s] $*"; }
 
 scripts/install-deps.sh
 
