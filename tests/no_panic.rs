@@ -124,12 +124,8 @@ proptest! {
         algorithm in 0u8..4, probe in duration(), min_w in duration(), max_w in duration(),
         min_samples in size(), threshold in fraction(), rtt in duration(),
     ) {
-        let window = WindowConfig {
-            min_duration: min_w,
-            max_duration: max_w,
-            min_samples,
-            ..WindowConfig::default()
-        };
+        let window =
+            WindowConfig::default().min_duration(min_w).max_duration(max_w).min_samples(min_samples);
         let builder = ConcurrencyLimitLayer::builder();
         let builder = match algorithm {
             0 => builder.limit(limit),

@@ -201,11 +201,9 @@ fn futures_poll<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output
 }
 
 fn aimd_layer(cancel_is_drop: bool) -> ConcurrencyLimitLayer {
-    let window = backpressure_concurrency::WindowConfig {
-        min_samples: 10,
-        min_duration: Duration::from_millis(1),
-        ..Default::default()
-    };
+    let window = backpressure_concurrency::WindowConfig::default()
+        .min_samples(10)
+        .min_duration(Duration::from_millis(1));
     ConcurrencyLimitLayer::builder()
         .adaptive(Aimd::new().initial_limit(10).window(window))
         .cancel_is_drop(cancel_is_drop)

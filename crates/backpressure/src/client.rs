@@ -114,6 +114,7 @@ pub struct ClientPreset<
 /// Handles on the client preset's default pieces (a piece you replace is
 /// observed through your own layer's handle).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientHandles {
     /// The retry layer's counters and budget.
     pub retry: Option<RetryHandle>,

@@ -23,6 +23,7 @@ pub(crate) use window::{Window, WindowSummary};
 
 /// One completed request, as the limit algorithms see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Sample {
     /// When the request got its permit.
     pub start: Instant,

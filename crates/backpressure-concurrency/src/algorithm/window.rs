@@ -19,6 +19,7 @@ pub enum Summary {
 /// `max_samples` RTTs are kept for percentiles (memory is bounded; later
 /// samples still count towards drops and in-flight).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct WindowConfig {
     /// Shortest window (default 50 ms).
     pub min_duration: Duration,
@@ -45,6 +46,41 @@ impl Default for WindowConfig {
 }
 
 impl WindowConfig {
+    /// Sets the shortest window.
+    #[must_use]
+    pub const fn min_duration(mut self, d: Duration) -> Self {
+        self.min_duration = d;
+        self
+    }
+
+    /// Sets the longest window.
+    #[must_use]
+    pub const fn max_duration(mut self, d: Duration) -> Self {
+        self.max_duration = d;
+        self
+    }
+
+    /// Sets the fewest samples in a window.
+    #[must_use]
+    pub const fn min_samples(mut self, n: usize) -> Self {
+        self.min_samples = n;
+        self
+    }
+
+    /// Sets the most RTTs kept per window.
+    #[must_use]
+    pub const fn max_samples(mut self, n: usize) -> Self {
+        self.max_samples = n;
+        self
+    }
+
+    /// Sets how RTTs are summarised.
+    #[must_use]
+    pub const fn summary(mut self, summary: Summary) -> Self {
+        self.summary = summary;
+        self
+    }
+
     pub(crate) fn validate(&self, layer: &'static str) -> Result<(), ConfigError> {
         if self.min_duration.is_zero() {
             return Err(ConfigError::new(

@@ -35,6 +35,7 @@ pub enum Verdict {
 
 /// A store's answer: the verdict, and the bucket's state for headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// What to do with the request.
     pub verdict: Verdict,
