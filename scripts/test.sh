@@ -43,16 +43,21 @@ CARGO_TARGET_DIR="$PACKAGE_TARGET" cargo package --workspace \
     --exclude backpressure-benches --exclude backpressure-lab --allow-dirty --quiet
 
 step "overload lab (smoke run)"
-# Dev builds for the lab's smoke runs: the tests build the lab's example in
-# the dev profile anyway, and a release build of everything the lab links
-# took 139 s of a 690 s run from nothing; the smoke run itself takes 15 s
-# unoptimised instead of 2. The README's `--release` is for the figures.
-cargo run --quiet --example overload -- --duration 1 >/dev/null
+# Dev builds, with the features `cargo test --workspace --all-features`
+# builds with, so that the tests reuse them and the smoke runs below run
+# them: a release build of everything the lab links took 139 s of a 690 s
+# run from nothing, and `cargo run --example` on the root package alone
+# (other features) rebuilt every crate for 40 s more. The lab's smoke run
+# takes 15 s unoptimised instead of 2; the README's `--release` is for the
+# figures.
+cargo build --workspace --all-features --examples --quiet
+EXAMPLES="${CARGO_TARGET_DIR:-target}/debug/examples"
+"$EXAMPLES"/overload --duration 1 >/dev/null
 
 step "overload lab in a terminal (a pseudo-terminal: its progress line must not hang it)"
 # CI has no terminal; the first version of the progress line hung forever on
 # one (clear_progress called itself), which only a terminal shows.
-timeout 120 script -qec "cargo run --quiet --example overload -- --duration 1 --loads 2 --stacks adaptive" /dev/null >/dev/null
+timeout 120 script -qec "$EXAMPLES/overload --duration 1 --loads 2 --stacks adaptive" /dev/null >/dev/null
 
 step "loom model of the concurrency limiter's lock-free handoff"
 # A dev build: from nothing it builds in half the time of a release one
@@ -75,9 +80,9 @@ for features in http http,axum tonic; do
 done
 
 step "examples (smoke runs; each asserts its own claims)"
-cargo run --quiet --example client >/dev/null
-cargo run --quiet --example reqwest -- --smoke >/dev/null
-cargo run --quiet --example axum -- --smoke >/dev/null
-cargo run --quiet --example tonic -- --smoke >/dev/null
-cargo run --quiet --example overload -- --real --duration 1 --loads 2 --stacks tower,adaptive >/dev/null
+"$EXAMPLES"/client >/dev/null
+"$EXAMPLES"/reqwest --smoke >/dev/null
+"$EXAMPLES"/axum --smoke >/dev/null
+"$EXAMPLES"/tonic --smoke >/dev/null
+"$EXAMPLES"/overload --real --duration 1 --loads 2 --stacks tower,adaptive >/dev/null
 step "done"
