@@ -115,6 +115,9 @@ fn get(path: &str) -> http::Request<()> {
 
 #[tokio::test(start_paused = true)]
 async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
+    // A layer built before the recorder is installed still reports: the
+    // library resolves the series when it publishes, not when it builds.
+    let limit = ConcurrencyLimitLayer::builder().limit(1).max_queue(1).name("db").build().unwrap();
     let prometheus = PrometheusBuilder::new().install_recorder().expect("the recorder");
 
     // The server preset: three requests pass the rate limit, the fourth is
@@ -136,12 +139,11 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
 
     // A limit of one with a queue of one: one holds, one queues (and is
     // served), one is turned away.
-    let limit = ConcurrencyLimitLayer::builder().limit(1).max_queue(1).name("db").build().unwrap();
     let slow = service_fn(|_: ()| async {
         tokio::time::sleep(Duration::from_millis(10)).await;
         Ok::<_, Infallible>(())
     });
-    let svc = limit.layer(slow);
+    let svc = limit.layer(slow.clone());
     let (a, b, c) = tokio::join!(svc.clone().oneshot(()), svc.clone().oneshot(()), async {
         tokio::task::yield_now().await;
         svc.clone().oneshot(()).await
@@ -253,5 +255,18 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
                 );
             }
         }
+    }
+
+    // Without `flush`, the library's thread publishes within its interval.
+    let svc = limit.layer(slow);
+    svc.oneshot(()).await.unwrap();
+    let admitted = r#"backpressure_concurrency_admitted_total{name="db"} 3"#;
+    let waited = std::time::Instant::now();
+    while !prometheus.render().contains(admitted) {
+        assert!(
+            waited.elapsed() < backpressure::metrics::INTERVAL * 3,
+            "not published by the library's thread within three intervals"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
