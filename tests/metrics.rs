@@ -143,7 +143,7 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         Ok::<_, Infallible>(())
     });
-    let svc = limit.layer(slow.clone());
+    let svc = limit.layer(slow);
     let (a, b, c) = tokio::join!(svc.clone().oneshot(()), svc.clone().oneshot(()), async {
         tokio::task::yield_now().await;
         svc.clone().oneshot(()).await
