@@ -117,10 +117,11 @@ impl<const N: usize> Counts<N> {
         self.stripes.iter().map(|s| s[i].load(Relaxed)).fold(0, u64::wrapping_add)
     }
 
-    /// What counter `i` counted since the last call, which publishes it.
+    /// What counter `i` counted since the last call, which publishes it
+    /// (see [`Published::since`]: two publishers at once never count an
+    /// event twice, nor go back).
     pub fn unpublished(&self, i: usize) -> u64 {
-        let total = self.get(i);
-        total.wrapping_sub(self.published[i].swap(total, Relaxed))
+        since(&self.published[i], self.get(i))
     }
 }
 
@@ -143,10 +144,21 @@ impl<const N: usize> std::fmt::Debug for Counts<N> {
 pub struct Published(AtomicU64);
 
 impl Published {
-    /// What `total` added since the last call.
+    /// What `total` added since the last call, which publishes it.
+    ///
+    /// Two publishers may run at once (the library's thread, and `flush`
+    /// from a scrape handler), each with a total read at its own moment: the
+    /// published mark only moves forward, so a publisher holding an older
+    /// total than the mark adds nothing, and the increments add up to the
+    /// largest total published. (A plain swap let the older total come
+    /// second and add `older - newer`, wrapped: 1.8e19 events.)
     pub fn since(&self, total: u64) -> u64 {
-        total.wrapping_sub(self.0.swap(total, Relaxed))
+        since(&self.0, total)
     }
+}
+
+fn since(mark: &AtomicU64, total: u64) -> u64 {
+    total.saturating_sub(mark.fetch_max(total, Relaxed))
 }
 
 #[cfg(test)]
@@ -176,6 +188,32 @@ mod tests {
         counts.add(0);
         assert_eq!(counts.unpublished(0), 1);
         assert_eq!(counts.unpublished(1), 4);
+    }
+
+    #[test]
+    fn concurrent_publishers_add_up_to_the_total_and_never_wrap() {
+        let published = Arc::new(Published::default());
+        let counted = Arc::new(AtomicU64::new(0));
+        let sum = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (published, counted, sum) =
+                    (Arc::clone(&published), Arc::clone(&counted), Arc::clone(&sum));
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        let total = counted.fetch_add(1, Relaxed) + 1;
+                        let added = published.since(total);
+                        assert!(added <= 10_000 * 4, "wrapped: {added}");
+                        sum.fetch_add(added, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let total = counted.load(Relaxed);
+        assert_eq!(sum.load(Relaxed) + published.since(total), total);
     }
 
     struct Layer(std::sync::atomic::AtomicUsize);
