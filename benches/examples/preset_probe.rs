@@ -112,4 +112,10 @@ fn main() {
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap());
     time("preset fixed full noext", p2.layer(bare));
+    // The criterion bench's `preset/backpressure_full`.
+    let full = ServerPreset::new()
+        .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
+        .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap())
+        .deadline_extension(false);
+    time("preset full (adaptive) noext", full.layer(bare));
 }
