@@ -11,7 +11,7 @@ use std::{
 };
 
 use backpressure::{
-    breaker::CircuitBreakerLayer,
+    breaker::{AdaptiveThrottleLayer, CircuitBreakerLayer},
     concurrency::ConcurrencyLimitLayer,
     core::{BoxError, HttpClassify, Priority},
     preset::ServerPreset,
@@ -199,6 +199,22 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
         .layer(service_fn(|_: ()| async { Ok::<_, Infallible>(()) }));
     let _ = global.oneshot(()).await;
 
+    // A client-side throttle in front of an upstream that refuses everything
+    // starts rejecting locally.
+    let throttle = AdaptiveThrottleLayer::builder()
+        .min_requests(1)
+        .seed(7)
+        .name("upstream")
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| async { Err::<(), BoxError>("refused".into()) }));
+    for _ in 0..50 {
+        let _ = throttle.clone().oneshot(()).await;
+    }
+
+    // The client preset: its retry, throttle and limit register as "client".
+    let _client = backpressure::client::ClientPreset::new();
+
     backpressure::metrics::flush();
     let text = prometheus.render();
     let exposition = parse(&text);
@@ -229,6 +245,12 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
     assert_eq!(value(r#"backpressure_timeout_expired_total{name="timeout"}"#), 1.0);
     assert_eq!(value(r#"backpressure_redis_up{name="global"}"#), 0.0);
     assert_eq!(value(r#"backpressure_redis_fallback_total{name="global"}"#), 1.0);
+    assert_eq!(value(r#"backpressure_throttle_probability{name="client"}"#), 0.0);
+    assert_eq!(value(r#"backpressure_throttle_requests_total{name="upstream"}"#), 50.0);
+    assert!(
+        value(r#"backpressure_throttle_rejected_total{name="upstream",reason="throttled"}"#) > 10.0
+    );
+    assert!(value(r#"backpressure_throttle_probability{name="upstream"}"#) > 0.5);
 
     // Every sample of ours is described.
     for name in exposition.samples.keys().filter(|n| n.starts_with("backpressure_")) {

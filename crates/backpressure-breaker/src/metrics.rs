@@ -23,6 +23,10 @@
 //! still shows. `shadow_tripped_total` counts, in
 //! [`metrics_only`](crate::CircuitBreakerBuilder::metrics_only) mode, the
 //! failed calls after which the breaker would have tripped.
+//!
+//! The adaptive throttle publishes `backpressure_throttle_requests_total`,
+//! `backpressure_throttle_rejected_total{reason="throttled"}` and the
+//! `backpressure_throttle_probability` gauge (see `throttle.rs`).
 
 /// Indices into the breaker's per-core outcome counts.
 pub(crate) const SUCCESS: usize = 0;

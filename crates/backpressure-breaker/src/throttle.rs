@@ -35,6 +35,61 @@ struct Shared {
     rng: Draw,
     rejected: AtomicU64,
     name: LayerName,
+    #[cfg(feature = "metrics")]
+    metrics: ThrottleMetrics,
+}
+
+/// Requests counted per core, and what was published.
+#[cfg(feature = "metrics")]
+#[derive(Default)]
+struct ThrottleMetrics {
+    requests: backpressure_core::metrics::Counts<1>,
+    published: [backpressure_core::metrics::Published; 2],
+}
+
+/// | name | kind | labels |
+/// |---|---|---|
+/// | `backpressure_throttle_requests_total` | counter | `name` |
+/// | `backpressure_throttle_rejected_total` | counter | `name`, `reason` (`throttled`) |
+/// | `backpressure_throttle_probability` | gauge: the chance the next request is rejected locally | `name` |
+#[cfg(feature = "metrics")]
+impl backpressure_core::metrics::Publish for Shared {
+    fn publish(&self) {
+        use metrics::{Unit, describe_counter, describe_gauge};
+        describe_counter!(
+            "backpressure_throttle_requests_total",
+            Unit::Count,
+            "Requests that reached the client-side adaptive throttle."
+        );
+        describe_counter!(
+            "backpressure_throttle_rejected_total",
+            Unit::Count,
+            "Requests the adaptive throttle rejected before they left, by reason."
+        );
+        describe_gauge!(
+            "backpressure_throttle_probability",
+            Unit::Count,
+            "The probability that the adaptive throttle rejects the next request."
+        );
+        let name = self.name.to_string();
+        let p = &self.metrics.published;
+        metrics::counter!("backpressure_throttle_requests_total", "name" => name.clone())
+            .increment(p[0].since(self.metrics.requests.get(0)));
+        metrics::counter!("backpressure_throttle_rejected_total", "name" => name.clone(), "reason" => "throttled")
+            .increment(p[1].since(self.rejected.load(Relaxed)));
+        let (requests, accepts) = self.counts(self.now());
+        metrics::gauge!("backpressure_throttle_probability", "name" => name)
+            .set(self.probability(requests, accepts));
+    }
+}
+
+/// What was counted since the last publication is published as the layer
+/// goes.
+#[cfg(feature = "metrics")]
+impl Drop for Shared {
+    fn drop(&mut self) {
+        backpressure_core::metrics::Publish::publish(self);
+    }
 }
 
 impl Shared {
@@ -258,19 +313,21 @@ impl<C> AdaptiveThrottleBuilder<C> {
             return Err(ConfigError::new(LAYER, "max_probability", "must be in (0, 1]"));
         }
         let width = duration_nanos(self.window) / self.buckets as u64;
-        Ok(AdaptiveThrottleLayer {
-            shared: Arc::new(Shared {
-                window: TimeWindow::new(self.buckets, width),
-                k: self.k,
-                max_probability: self.max_probability,
-                min_requests: self.min_requests,
-                epoch: Instant::now(),
-                rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
-                rejected: AtomicU64::new(0),
-                name: self.name.unwrap_or(LayerName::from_static(LAYER)),
-            }),
-            classify: self.classify,
-        })
+        let shared = Arc::new(Shared {
+            window: TimeWindow::new(self.buckets, width),
+            k: self.k,
+            max_probability: self.max_probability,
+            min_requests: self.min_requests,
+            epoch: Instant::now(),
+            rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
+            rejected: AtomicU64::new(0),
+            name: self.name.unwrap_or(LayerName::from_static(LAYER)),
+            #[cfg(feature = "metrics")]
+            metrics: ThrottleMetrics::default(),
+        });
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&shared) as _);
+        Ok(AdaptiveThrottleLayer { shared, classify: self.classify })
     }
 }
 
@@ -343,6 +400,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
+        #[cfg(feature = "metrics")]
+        shared.metrics.requests.add(0);
         let now = shared.now();
         let (requests, accepts) = shared.counts(now);
         let p = shared.probability(requests, accepts);

@@ -52,6 +52,9 @@
 //! | `backpressure_breaker_opened_total` | counter | `name` |
 //! | `backpressure_breaker_shadow_tripped_total` | counter | `name` |
 //! | `backpressure_breaker_state` | gauge (1 for the current state) | `name`, `state` |
+//! | `backpressure_throttle_requests_total` | counter | `name` |
+//! | `backpressure_throttle_rejected_total` | counter | `name`, `reason` (`throttled`) |
+//! | `backpressure_throttle_probability` | gauge | `name` |
 //! | `backpressure_timeout_expired_total` | counter | `name` (`timeout`) |
 //! | `backpressure_retry_attempts_total` | counter | `name` |
 //! | `backpressure_retry_retries_total` | counter | `name` |
