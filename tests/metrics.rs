@@ -246,6 +246,7 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
     assert_eq!(value(r#"backpressure_redis_up{name="global"}"#), 0.0);
     assert_eq!(value(r#"backpressure_redis_fallback_total{name="global"}"#), 1.0);
     assert_eq!(value(r#"backpressure_throttle_probability{name="client"}"#), 0.0);
+    assert_eq!(value(r#"backpressure_pushback_pushbacks_total{name="client"}"#), 0.0);
     assert_eq!(value(r#"backpressure_throttle_requests_total{name="upstream"}"#), 50.0);
     assert!(
         value(r#"backpressure_throttle_rejected_total{name="upstream",reason="throttled"}"#) > 10.0

@@ -6,6 +6,9 @@
 //! | `backpressure_http_responses_total` | counter | `reason`: the rejection's kind (`rate_limited`, `overloaded`, `queue_timeout`, `circuit_open`, `deadline_exceeded`) or `error` |
 //! | `backpressure_client_ip_missing_peer_total` | counter | — |
 //!
+//! [`PushbackLayer`](crate::PushbackLayer) publishes its own (held,
+//! rejected, pushbacks, holding now, time left; see `pushback.rs`).
+//!
 //! `responses_total` counts the responses [`RespondLayer`](crate::RespondLayer)
 //! wrote in place of an error: a 429/503/504 (or gRPC status) for a
 //! rejection, the error response for anything else. Both are counted per

@@ -50,6 +50,69 @@ struct Gate {
     spread: f64,
     draw: Draw,
     name: LayerName,
+    #[cfg(feature = "metrics")]
+    published: [backpressure_core::metrics::Published; 3],
+}
+
+/// | name | kind | labels |
+/// |---|---|---|
+/// | `backpressure_pushback_held_total` | counter: requests held until the upstream's time | `name` |
+/// | `backpressure_pushback_rejected_total` | counter: requests rejected because of a pushback | `name` |
+/// | `backpressure_pushback_pushbacks_total` | counter: times the upstream asked for quiet | `name` |
+/// | `backpressure_pushback_holding` | gauge: requests held now | `name` |
+/// | `backpressure_pushback_remaining_seconds` | gauge: time left of the pushback in force | `name` |
+#[cfg(feature = "metrics")]
+impl backpressure_core::metrics::Publish for Gate {
+    fn publish(&self) {
+        use metrics::{Unit, describe_counter, describe_gauge};
+        describe_counter!(
+            "backpressure_pushback_held_total",
+            Unit::Count,
+            "Requests held until the time the upstream asked for."
+        );
+        describe_counter!(
+            "backpressure_pushback_rejected_total",
+            Unit::Count,
+            "Requests rejected because the upstream asked for quiet."
+        );
+        describe_counter!(
+            "backpressure_pushback_pushbacks_total",
+            Unit::Count,
+            "Times the upstream asked for quiet (Retry-After, grpc-retry-pushback-ms)."
+        );
+        describe_gauge!("backpressure_pushback_holding", Unit::Count, "Requests held now.");
+        describe_gauge!(
+            "backpressure_pushback_remaining_seconds",
+            Unit::Seconds,
+            "Time left of the pushback in force."
+        );
+        let name = self.name.to_string();
+        let p = &self.published;
+        let counters = [
+            ("backpressure_pushback_held_total", &self.holds),
+            ("backpressure_pushback_rejected_total", &self.rejected),
+            ("backpressure_pushback_pushbacks_total", &self.armed),
+        ];
+        for ((metric, total), published) in counters.into_iter().zip(p) {
+            metrics::counter!(metric, "name" => name.clone())
+                .increment(published.since(total.load(Relaxed)));
+        }
+        metrics::gauge!("backpressure_pushback_holding", "name" => name.clone())
+            .set(self.held.load(Relaxed) as f64);
+        let now = Instant::now();
+        let remaining = self.until(now).map_or(Duration::ZERO, |u| u - now);
+        metrics::gauge!("backpressure_pushback_remaining_seconds", "name" => name)
+            .set(remaining.as_secs_f64());
+    }
+}
+
+/// What was counted since the last publication is published as the layer
+/// goes.
+#[cfg(feature = "metrics")]
+impl Drop for Gate {
+    fn drop(&mut self) {
+        backpressure_core::metrics::Publish::publish(self);
+    }
 }
 
 impl Gate {
@@ -266,22 +329,25 @@ impl PushbackBuilder {
                 format!("must be in [0, 1], got {}", self.spread),
             ));
         }
-        Ok(PushbackLayer {
-            gate: Arc::new(Gate {
-                until_ms: AtomicU64::new(0),
-                base: OnceLock::new(),
-                held: AtomicU64::new(0),
-                holds: AtomicU64::new(0),
-                rejected: AtomicU64::new(0),
-                armed: AtomicU64::new(0),
-                mode: self.mode,
-                max_held: self.max_held,
-                max_pushback: self.max_pushback,
-                spread: self.spread,
-                draw: self.seed.map_or_else(Draw::from_entropy, Draw::new),
-                name: self.name,
-            }),
-        })
+        let gate = Arc::new(Gate {
+            until_ms: AtomicU64::new(0),
+            base: OnceLock::new(),
+            held: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            armed: AtomicU64::new(0),
+            mode: self.mode,
+            max_held: self.max_held,
+            max_pushback: self.max_pushback,
+            spread: self.spread,
+            draw: self.seed.map_or_else(Draw::from_entropy, Draw::new),
+            name: self.name,
+            #[cfg(feature = "metrics")]
+            published: Default::default(),
+        });
+        #[cfg(feature = "metrics")]
+        backpressure_core::metrics::register(Arc::downgrade(&gate) as _);
+        Ok(PushbackLayer { gate })
     }
 }
 

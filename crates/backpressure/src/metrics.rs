@@ -61,6 +61,11 @@
 //! | `backpressure_retry_denied_total` | counter | `name`, `reason` (`budget`, `deadline`, `pushback`) |
 //! | `backpressure_http_responses_total` | counter (feature `http`) | `reason` (a rejection's kind, or `error`) |
 //! | `backpressure_client_ip_missing_peer_total` | counter (feature `http`) | — |
+//! | `backpressure_pushback_held_total` | counter (feature `http`) | `name` |
+//! | `backpressure_pushback_rejected_total` | counter (feature `http`) | `name` |
+//! | `backpressure_pushback_pushbacks_total` | counter (feature `http`) | `name` |
+//! | `backpressure_pushback_holding` | gauge (feature `http`) | `name` |
+//! | `backpressure_pushback_remaining_seconds` | gauge (feature `http`) | `name` |
 //! | `backpressure_redis_up` | gauge (feature `redis`) | `name` |
 //! | `backpressure_redis_round_trips_total` | counter (feature `redis`) | `name` |
 //! | `backpressure_redis_errors_total` | counter (feature `redis`) | `name` |
