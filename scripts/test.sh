@@ -57,7 +57,11 @@ EXAMPLES="${CARGO_TARGET_DIR:-target}/debug/examples"
 step "overload lab in a terminal (a pseudo-terminal: its progress line must not hang it)"
 # CI has no terminal; the first version of the progress line hung forever on
 # one (clear_progress called itself), which only a terminal shows.
-timeout 120 script -qec "$EXAMPLES/overload --duration 1 --loads 2 --stacks adaptive" /dev/null >/dev/null
+# stdin from /dev/null: `timeout` runs `script` in a process group of its
+# own, which a terminal stops (SIGTTIN) as soon as `script` reads it, so
+# this step hung for its 120 s whenever test.sh itself ran in a terminal.
+# The lab still runs on script's pseudo-terminal.
+timeout 120 script -qec "$EXAMPLES/overload --duration 1 --loads 2 --stacks adaptive" /dev/null </dev/null >/dev/null
 
 step "loom model of the concurrency limiter's lock-free handoff"
 # A dev build: from nothing it builds in half the time of a release one
