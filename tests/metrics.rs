@@ -238,6 +238,11 @@ async fn the_dashboard_and_the_alerts_query_series_the_exporter_shows() {
     );
     assert_eq!(value(r#"backpressure_concurrency_in_flight{name="db"}"#), 0.0);
     assert_eq!(value(r#"backpressure_concurrency_limit{name="db"}"#), 1.0);
+    // The one queued request waited the 10 ms its predecessor held the
+    // permit; published within a fifth of that.
+    assert_eq!(value(r#"backpressure_concurrency_queue_wait_seconds_count{name="db"}"#), 1.0);
+    let wait = value(r#"backpressure_concurrency_queue_wait_seconds_sum{name="db"}"#);
+    assert!((0.008..0.012).contains(&wait), "{wait}");
     assert_eq!(value(r#"backpressure_shed_rejected_total{name="db",priority="sheddable"}"#), 1.0);
     assert_eq!(value(r#"backpressure_breaker_state{name="payments",state="open"}"#), 1.0);
     assert_eq!(value(r#"backpressure_breaker_opened_total{name="payments"}"#), 1.0);

@@ -13,10 +13,14 @@
 //!
 //! Counters and gauges are counted in the limiter (admissions per core, the
 //! rest on slow paths) and published by the library once a second
-//! (`backpressure_core::metrics`): a request touches no recorder. The queue
-//! wait histogram is recorded per dequeued request (a request that queued
-//! has taken a lock already), through a handle resolved at its first
-//! sample.
+//! (`backpressure_core::metrics`): a request touches no recorder. Queue
+//! waits are counted in [`WAIT_BUCKETS`] buckets, half an octave wide from
+//! 25 µs, and published as histogram samples at each bucket's geometric
+//! middle (within ±19 % of the true wait): the histogram's handle is
+//! resolved when publishing too, so a recorder installed after the first
+//! queued request sees the waits from its installation on. (The first
+//! version resolved it at the first sample: a later recorder never saw a
+//! queue wait.)
 //!
 //! `requests_total` counts requests once decided: admitted, rejected, or
 //! given up by their caller while queued (in neither of the other two). It
@@ -25,17 +29,56 @@
 
 use std::time::Duration;
 
-use backpressure_core::LayerName;
-
 /// The limiter's metrics state.
-#[derive(Default)]
 pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
     pub(crate) admitted: backpressure_core::metrics::Counts<1>,
     #[cfg(feature = "metrics")]
     published: [backpressure_core::metrics::Published; 5],
     #[cfg(feature = "metrics")]
-    queue_wait: std::sync::OnceLock<metrics::Histogram>,
+    waits: [std::sync::atomic::AtomicU64; WAIT_BUCKETS],
+    #[cfg(feature = "metrics")]
+    waits_published: [backpressure_core::metrics::Published; WAIT_BUCKETS],
+}
+
+/// How many buckets queue waits are counted in: up to 25 µs × 2^23, about
+/// 3.5 minutes (longer waits land in the last).
+#[cfg(any(feature = "metrics", test))]
+pub(crate) const WAIT_BUCKETS: usize = 48;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            #[cfg(feature = "metrics")]
+            admitted: Default::default(),
+            #[cfg(feature = "metrics")]
+            published: Default::default(),
+            #[cfg(feature = "metrics")]
+            waits: std::array::from_fn(|_| Default::default()),
+            #[cfg(feature = "metrics")]
+            waits_published: std::array::from_fn(|_| Default::default()),
+        }
+    }
+}
+
+/// The bucket of `wait`: 0 below 25 µs, then half an octave each.
+#[cfg(any(feature = "metrics", test))]
+fn wait_bucket(wait: Duration) -> usize {
+    let ratio = wait.as_secs_f64() / 25e-6;
+    if ratio < 1.0 {
+        return 0;
+    }
+    ((ratio.log2() * 2.0) as usize + 1).min(WAIT_BUCKETS - 1)
+}
+
+/// The value a bucket's waits are published as, in seconds: the geometric
+/// middle of its bounds.
+#[cfg(any(feature = "metrics", test))]
+fn wait_bucket_value(bucket: usize) -> f64 {
+    match bucket {
+        0 => 12.5e-6,
+        b => 25e-6 * 2f64.powf((b as f64 - 1.0) / 2.0 + 0.25),
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,8 +156,16 @@ impl backpressure_core::metrics::Publish for crate::shared::Shared {
             .set(self.counter.in_flight() as f64);
         metrics::gauge!("backpressure_concurrency_queued", "name" => name.clone())
             .set(self.queue_len() as f64);
-        metrics::gauge!("backpressure_concurrency_limit", "name" => name)
+        metrics::gauge!("backpressure_concurrency_limit", "name" => name.clone())
             .set(self.limit.load(Relaxed) as f64);
+        let histogram =
+            metrics::histogram!("backpressure_concurrency_queue_wait_seconds", "name" => name);
+        for (bucket, (count, published)) in m.waits.iter().zip(&m.waits_published).enumerate() {
+            let new = published.since(count.load(Relaxed));
+            if new > 0 {
+                histogram.record_many(wait_bucket_value(bucket), new as usize);
+            }
+        }
     }
 }
 
@@ -126,16 +177,30 @@ impl Metrics {
         self.admitted.add(0);
     }
 
-    pub(crate) fn queue_wait(&self, name: &LayerName, wait: Duration) {
-        self.queue_wait
-            .get_or_init(|| {
-                metrics::histogram!("backpressure_concurrency_queue_wait_seconds", "name" => name.to_string())
-            })
-            .record(wait.as_secs_f64());
+    /// Counts a dequeued request's wait (the queue's slow path).
+    pub(crate) fn queue_wait(&self, wait: Duration) {
+        self.waits[wait_bucket(wait)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 #[cfg(not(feature = "metrics"))]
 impl Metrics {
-    pub(crate) fn queue_wait(&self, _name: &LayerName, _wait: Duration) {}
+    pub(crate) fn queue_wait(&self, _wait: Duration) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_published_within_a_fifth_of_itself() {
+        for micros in [30, 99, 1_000, 4_999, 10_000, 123_456, 1_000_000, 60_000_000] {
+            let wait = Duration::from_micros(micros);
+            let value = wait_bucket_value(wait_bucket(wait));
+            let error = (value - wait.as_secs_f64()).abs() / wait.as_secs_f64();
+            assert!(error < 0.2, "{wait:?} published as {value} s");
+        }
+        assert_eq!(wait_bucket(Duration::ZERO), 0);
+        assert_eq!(wait_bucket(Duration::MAX), WAIT_BUCKETS - 1);
+    }
 }

@@ -347,7 +347,7 @@ impl Shared {
             (recent - recent / 8).saturating_add(nanos / 8).max(1)
         };
         self.stats.queue_wait_recent_nanos.store(next, Relaxed);
-        self.metrics.queue_wait(&self.name, wait);
+        self.metrics.queue_wait(wait);
     }
 
     /// Polls a queued request: `Ok` once it holds a permit.
