@@ -46,6 +46,8 @@ pub(crate) struct Metrics {
 #[cfg(any(feature = "metrics", test))]
 pub(crate) const WAIT_BUCKETS: usize = 48;
 
+// Derivable only without the feature (arrays past 32 have no `Default`).
+#[allow(clippy::derivable_impls)]
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
