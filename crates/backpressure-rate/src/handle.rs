@@ -60,6 +60,8 @@ impl<St> Clone for RateLimitHandle<St> {
 
 impl<St> fmt::Debug for RateLimitHandle<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitHandle").field("name", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("RateLimitHandle")
+            .field("name", &self.shared.stats.name)
+            .finish_non_exhaustive()
     }
 }

@@ -37,7 +37,6 @@ impl<Req> Extract<Req> for UnitCost {
 
 #[derive(Debug)]
 pub(crate) struct Stats {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) name: LayerName,
     pub(crate) rejected: AtomicU64,
     pub(crate) shadow_rejected: AtomicU64,
@@ -74,7 +73,7 @@ pub(crate) struct Shared<St> {
     pub(crate) max_wait: Duration,
     pub(crate) shadow: bool,
     pub(crate) publish: bool,
-    pub(crate) name: LayerName,
+    /// Counters, and the layer's name.
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -143,7 +142,9 @@ impl<E: Clone, C: Clone, St> Clone for RateLimitLayer<E, C, St> {
 
 impl<E, C, St> fmt::Debug for RateLimitLayer<E, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitLayer").field("name", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("RateLimitLayer")
+            .field("name", &self.shared.stats.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -391,8 +392,7 @@ impl<E, C, Spec> RateLimitBuilder<E, C, Spec> {
                 max_wait: self.max_wait,
                 shadow: self.shadow,
                 publish: self.publish,
-                stats: Stats::new(name.clone()),
-                name,
+                stats: Stats::new(name),
             }),
             key: self.key,
             cost: self.cost,

@@ -60,7 +60,7 @@ impl<S: std::fmt::Debug, E, C, St> std::fmt::Debug for RateLimit<S, E, C, St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.stats.name)
             .finish()
     }
 }
@@ -71,9 +71,9 @@ pub(crate) fn rejection<St>(
     retry_after: Option<Duration>,
 ) -> BoxError {
     shared.stats.rejected.fetch_add(1, Relaxed);
-    tracing::trace!(layer = %shared.name, ?retry_after, "rate limited");
+    tracing::trace!(layer = %shared.stats.name, ?retry_after, "rate limited");
     let mut r = Rejected::new(RejectKind::RateLimited)
-        .with_layer(shared.name.clone())
+        .with_layer(shared.stats.name.clone())
         .with_rate_limit(decision.info());
     if let Some(after) = retry_after {
         r = r.with_retry_after(after);
@@ -147,7 +147,7 @@ impl<S, E, C, St> RateLimit<S, E, C, St> {
             Verdict::Reject { retry_after } if self.shared.shadow => {
                 self.shared.stats.admitted();
                 self.shared.stats.shadow_rejected.fetch_add(1, Relaxed);
-                tracing::trace!(layer = %self.shared.name, ?retry_after, "would rate limit (shadow mode)");
+                tracing::trace!(layer = %self.shared.stats.name, ?retry_after, "would rate limit (shadow mode)");
                 ResponseFuture::called(self.inner.call(req))
             }
             Verdict::Reject { retry_after } => {

@@ -107,7 +107,7 @@ where
             };
             if nb > limit {
                 counters.denied_pushback.fetch_add(1, Relaxed);
-                tracing::debug!(layer = %shared.name, ?nb, "retry: the upstream's Retry-After is beyond the deadline");
+                tracing::debug!(layer = %shared.counters.name, ?nb, "retry: the upstream's Retry-After is beyond the deadline");
                 return Next::Return;
             }
         }
@@ -116,7 +116,7 @@ where
         let needed = delay.saturating_add(shared.min_attempt_time);
         if deadline.is_some_and(|d| instant_after(Instant::now(), needed) >= d.instant()) {
             counters.denied_deadline.fetch_add(1, Relaxed);
-            tracing::debug!(layer = %shared.name, "retry: no time left before the deadline");
+            tracing::debug!(layer = %shared.counters.name, "retry: no time left before the deadline");
             return Next::Return;
         }
         // The last attempt can take the template itself.
@@ -128,11 +128,11 @@ where
         let Some(req) = req else { return Next::Return };
         if !shared.budget.withdraw() {
             counters.denied_budget.fetch_add(1, Relaxed);
-            tracing::debug!(layer = %shared.name, "retry: denied by the retry budget");
+            tracing::debug!(layer = %shared.counters.name, "retry: denied by the retry budget");
             return Next::Return;
         }
         counters.retries.fetch_add(1, Relaxed);
-        tracing::debug!(layer = %shared.name, retry = retries + 1, ?delay, "retrying");
+        tracing::debug!(layer = %shared.counters.name, retry = retries + 1, ?delay, "retrying");
         Next::Retry { delay, req }
     }
 }

@@ -22,13 +22,12 @@ pub(crate) struct Shared<P> {
     pub(crate) max_retry_after: Duration,
     pub(crate) min_attempt_time: Duration,
     pub(crate) draw: Draw,
-    pub(crate) name: LayerName,
+    /// Counters, and the layer's name.
     pub(crate) counters: Arc<Counters>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Counters {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) name: LayerName,
     pub(crate) attempts: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -96,7 +95,7 @@ impl<P> Clone for RetryLayer<P> {
 impl<P> fmt::Debug for RetryLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.counters.name)
             .field("max_attempts", &self.shared.max_attempts)
             .field("backoff", &self.shared.backoff)
             .field("budget", &self.shared.budget)
@@ -230,8 +229,7 @@ impl<P> RetryBuilder<P> {
                 max_retry_after: self.max_retry_after,
                 min_attempt_time: self.min_attempt_time,
                 draw: self.seed.map_or_else(Draw::from_entropy, Draw::new),
-                counters: Counters::new(self.name.clone()),
-                name: self.name,
+                counters: Counters::new(self.name),
             }),
         })
     }

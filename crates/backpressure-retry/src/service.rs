@@ -37,7 +37,7 @@ impl<S: fmt::Debug, P> fmt::Debug for Retry<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.counters.name)
             .finish()
     }
 }

@@ -62,6 +62,8 @@ impl<P> Clone for LoadShedHandle<P> {
 
 impl<P> fmt::Debug for LoadShedHandle<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadShedHandle").field("name", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("LoadShedHandle")
+            .field("name", &self.shared.stats.name)
+            .finish_non_exhaustive()
     }
 }

@@ -19,7 +19,7 @@ pub(crate) struct Shared<P> {
     pub(crate) in_flight: Option<Arc<InFlight>>,
     pub(crate) shed_not_ready: bool,
     pub(crate) rng: Draw,
-    pub(crate) name: LayerName,
+    /// Counters, and the layer's name.
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -27,10 +27,11 @@ pub(crate) struct Shared<P> {
 /// depend on the signal's type).
 #[derive(Debug)]
 pub(crate) struct Stats {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) name: LayerName,
     /// Requests shed, by priority.
     pub(crate) shed: [AtomicU64; 4],
+    /// The same count as `Shared::in_flight` (which the request path reads
+    /// without going through this `Arc`), for the gauge.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) in_flight: Option<Arc<InFlight>>,
     #[cfg(feature = "metrics")]
@@ -103,7 +104,9 @@ impl<P, E: Clone> Clone for LoadShedLayer<P, E> {
 
 impl<P, E> fmt::Debug for LoadShedLayer<P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadShedLayer").field("name", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("LoadShedLayer")
+            .field("name", &self.shared.stats.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -226,8 +229,7 @@ impl<P, E> LoadShedBuilder<P, E> {
                 in_flight: in_flight.clone(),
                 shed_not_ready: self.shed_not_ready,
                 rng: self.seed.map_or_else(Draw::from_entropy, Draw::new),
-                stats: Stats::new(name.clone(), in_flight),
-                name,
+                stats: Stats::new(name, in_flight),
             }),
             priority: self.priority,
         })

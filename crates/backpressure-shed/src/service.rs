@@ -48,7 +48,7 @@ impl<S: fmt::Debug, P, E> fmt::Debug for LoadShed<S, P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadShed")
             .field("inner", &self.inner)
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.stats.name)
             .finish()
     }
 }
@@ -115,8 +115,9 @@ impl<S, P: Pressure, E> LoadShed<S, P, E> {
     #[cold]
     fn reject(&self, priority: Priority) -> BoxError {
         self.shared.stats.shed[priority.index()].fetch_add(1, Relaxed);
-        tracing::trace!(layer = %self.shared.name, %priority, "request shed");
-        let mut r = Rejected::new(RejectKind::Overloaded).with_layer(self.shared.name.clone());
+        tracing::trace!(layer = %self.shared.stats.name, %priority, "request shed");
+        let mut r =
+            Rejected::new(RejectKind::Overloaded).with_layer(self.shared.stats.name.clone());
         if let Some(after) = self.shared.signal.retry_after() {
             r = r.with_retry_after(after);
         }
