@@ -377,7 +377,7 @@ impl<C> CircuitBreakerBuilder<C> {
         let name = self.name.unwrap_or(LayerName::from_static(LAYER));
         let shared = Arc::new(Shared::new(config, window, self.listener, name, seed));
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&shared) as _);
+        backpressure_core::metrics::register(&shared);
         Ok(CircuitBreakerLayer { shared: StripedArc::new(shared), classify: self.classify })
     }
 }

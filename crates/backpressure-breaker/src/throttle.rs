@@ -326,7 +326,7 @@ impl<C> AdaptiveThrottleBuilder<C> {
             metrics: ThrottleMetrics::default(),
         });
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&shared) as _);
+        backpressure_core::metrics::register(&shared);
         Ok(AdaptiveThrottleLayer { shared, classify: self.classify })
     }
 }

@@ -425,7 +425,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
         });
         let shared = Arc::new(shared);
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&shared) as _);
+        backpressure_core::metrics::register(&shared);
         Ok(ConcurrencyLimitLayer {
             shared: StripedArc::new(shared),
             priority: self.priority,

@@ -39,9 +39,11 @@ pub trait Publish: Send + Sync {
 /// prune, and in a steady state exactly the live layers.
 static REGISTRY: Mutex<Vec<Weak<dyn Publish>>> = Mutex::new(Vec::new());
 
-/// Registers `state` for publication until it is dropped, and starts the
-/// publishing thread if it is not running.
-pub fn register(state: Weak<dyn Publish>) {
+/// Registers `state` for publication until it is dropped (the registry
+/// keeps a `Weak`), and starts the publishing thread if it is not running.
+pub fn register<T: Publish + 'static>(state: &Arc<T>) {
+    let weak: Weak<T> = Arc::downgrade(state);
+    let state: Weak<dyn Publish> = weak;
     {
         let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         registry.retain(|w| w.strong_count() > 0);
@@ -227,10 +229,10 @@ mod tests {
     #[test]
     fn the_registry_holds_only_live_layers() {
         let keep = Arc::new(Layer(Default::default()));
-        register(Arc::downgrade(&keep) as Weak<dyn Publish>);
+        register(&keep);
         for _ in 0..10_000 {
             let dropped = Arc::new(Layer(Default::default()));
-            register(Arc::downgrade(&dropped) as Weak<dyn Publish>);
+            register(&dropped);
         }
         // Other tests of this binary may register too; never 10,000.
         assert!(registered() < 100, "{}", registered());

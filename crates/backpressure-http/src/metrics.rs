@@ -64,7 +64,7 @@ mod enabled {
         static HTTP: OnceLock<Arc<Http>> = OnceLock::new();
         HTTP.get_or_init(|| {
             let http = Arc::new(Http::default());
-            register(Arc::downgrade(&http) as _);
+            register(&http);
             http
         })
     }

@@ -346,7 +346,7 @@ impl PushbackBuilder {
             published: Default::default(),
         });
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&gate) as _);
+        backpressure_core::metrics::register(&gate);
         Ok(PushbackLayer { gate })
     }
 }

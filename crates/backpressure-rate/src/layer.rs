@@ -56,7 +56,7 @@ impl Stats {
             metrics: crate::metrics::Metrics::default(),
         });
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&stats) as _);
+        backpressure_core::metrics::register(&stats);
         stats
     }
 

@@ -495,7 +495,7 @@ impl RedisStoreBuilder {
             store.inner.breaker.start_down();
         }
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&store.inner) as _);
+        backpressure_core::metrics::register(&store.inner);
         Ok(store)
     }
 }

@@ -51,7 +51,7 @@ impl Counters {
             published: crate::metrics::Published::default(),
         });
         #[cfg(feature = "metrics")]
-        backpressure_core::metrics::register(Arc::downgrade(&counters) as _);
+        backpressure_core::metrics::register(&counters);
         counters
     }
 }

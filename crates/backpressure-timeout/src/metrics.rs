@@ -32,7 +32,7 @@ mod enabled {
         static EXPIRED: OnceLock<Arc<Expired>> = OnceLock::new();
         EXPIRED.get_or_init(|| {
             let expired = Arc::new(Expired::default());
-            register(Arc::downgrade(&expired) as _);
+            register(&expired);
             expired
         })
     }
