@@ -90,11 +90,10 @@ pub fn registered() -> usize {
 }
 
 /// `N` counters, each striped per core: adding touches the calling core's
-/// cache line only; reading sums the stripes.
+/// cache line only; reading sums the stripes (publish the sums through
+/// [`Published`]).
 pub struct Counts<const N: usize> {
     stripes: Box<[CachePadded<[AtomicU64; N]>]>,
-    /// What was last published of each (by [`Counts::unpublished`]).
-    published: [AtomicU64; N],
 }
 
 impl<const N: usize> Counts<N> {
@@ -104,7 +103,6 @@ impl<const N: usize> Counts<N> {
             stripes: (0..stripe_count())
                 .map(|_| CachePadded(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
-            published: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -117,13 +115,6 @@ impl<const N: usize> Counts<N> {
     /// Counter `i`'s total.
     pub fn get(&self, i: usize) -> u64 {
         self.stripes.iter().map(|s| s[i].load(Relaxed)).fold(0, u64::wrapping_add)
-    }
-
-    /// What counter `i` counted since the last call, which publishes it
-    /// (see [`Published::since`]: two publishers at once never count an
-    /// event twice, nor go back).
-    pub fn unpublished(&self, i: usize) -> u64 {
-        since(&self.published[i], self.get(i))
     }
 }
 
@@ -140,8 +131,8 @@ impl<const N: usize> std::fmt::Debug for Counts<N> {
     }
 }
 
-/// A plain counter's unpublished part: for counters kept elsewhere as one
-/// atomic (rare events), paired with the value last published.
+/// What of a counter was published: a [`Counts`] total, or a counter kept
+/// elsewhere as one atomic (rare events).
 #[derive(Debug, Default)]
 pub struct Published(AtomicU64);
 
@@ -155,12 +146,8 @@ impl Published {
     /// largest total published. (A plain swap let the older total come
     /// second and add `older - newer`, wrapped: 1.8e19 events.)
     pub fn since(&self, total: u64) -> u64 {
-        since(&self.0, total)
+        total.saturating_sub(self.0.fetch_max(total, Relaxed))
     }
-}
-
-fn since(mark: &AtomicU64, total: u64) -> u64 {
-    total.saturating_sub(mark.fetch_max(total, Relaxed))
 }
 
 #[cfg(test)]
@@ -184,12 +171,13 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+        let published = Published::default();
         assert_eq!(counts.get(0), 4000);
-        assert_eq!(counts.unpublished(0), 4000);
-        assert_eq!(counts.unpublished(0), 0);
+        assert_eq!(published.since(counts.get(0)), 4000);
+        assert_eq!(published.since(counts.get(0)), 0);
         counts.add(0);
-        assert_eq!(counts.unpublished(0), 1);
-        assert_eq!(counts.unpublished(1), 4);
+        assert_eq!(published.since(counts.get(0)), 1);
+        assert_eq!(counts.get(1), 4);
     }
 
     #[test]

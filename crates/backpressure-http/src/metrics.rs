@@ -36,6 +36,7 @@ mod enabled {
     #[derive(Default)]
     struct Http {
         responses: Counts<6>,
+        responses_published: [Published; 6],
         missing_peer: Published,
     }
 
@@ -51,9 +52,11 @@ mod enabled {
                 metrics::Unit::Count,
                 "Requests ClientIp keyed as 0.0.0.0 because they carried no peer address."
             );
-            for (i, reason) in REASONS.into_iter().enumerate() {
+            for (i, (reason, published)) in
+                REASONS.into_iter().zip(&self.responses_published).enumerate()
+            {
                 metrics::counter!("backpressure_http_responses_total", "reason" => reason)
-                    .increment(self.responses.unpublished(i));
+                    .increment(published.since(self.responses.get(i)));
             }
             metrics::counter!("backpressure_client_ip_missing_peer_total")
                 .increment(self.missing_peer.since(crate::extract::ClientIp::missing_peer_count()));
