@@ -370,3 +370,25 @@ fn with_reserves_many_threads_never_exceed_the_bucket() {
     assert!(admitted <= bound + 1.0, "{admitted} > {bound}");
     assert!(admitted >= f64::from(burst) * 15.0 / 16.0, "{admitted}: most of the burst at least");
 }
+
+/// A check served from a core's reserve reads no clock; its header
+/// information is the bucket's as it is when asked (the layer asks at
+/// once): the same as a check that went to the bucket at that moment.
+#[tokio::test(start_paused = true)]
+async fn a_reserved_check_reports_the_bucket_as_it_is() {
+    use backpressure_rate::{Check, DirectStore};
+    let store = DirectStore::new(Quota::per_second(1_000).burst(4_096)).unwrap();
+    let check = |store: &DirectStore| match RateStore::<()>::check(store, &(), 1, Duration::ZERO) {
+        Check::Ready(d) => d.unwrap(),
+        Check::Pending(_) => unreachable!("in memory"),
+    };
+    // The first check takes a batch from the bucket (and reports after it).
+    let first = check(&store).info();
+    let reserved = check(&store);
+    assert_eq!(reserved.verdict, Verdict::Allow);
+    assert_eq!(reserved.info(), first, "same bucket, same moment");
+    advance(Duration::from_millis(3)).await;
+    let later = check(&store).info();
+    assert_eq!(later.reset, first.reset - Duration::from_millis(3));
+    assert_eq!(later.remaining, first.remaining + 3, "three units came back in 3 ms");
+}

@@ -10,11 +10,7 @@ use backpressure_core::{
 };
 
 use super::{Check, Decision, RateStore, duration_nanos};
-use crate::{
-    Quota,
-    clock::Clock,
-    gcra::{Gcra, Verdict as GcraVerdict},
-};
+use crate::{Quota, clock::Clock, gcra::Gcra};
 
 /// One bucket for every request: a single atomic TAT, updated with a
 /// compare-and-swap. No lock, no allocation.
@@ -109,13 +105,14 @@ impl DirectStore {
     /// Checks without going through the trait (the layer's fast path).
     #[inline]
     pub(crate) fn decide(&self, cost: u32, max_wait: Duration) -> Decision {
-        let now = self.clock.nanos();
+        // A unit from the core's reserve was paid for in the bucket already:
+        // using it needs no clock (a third of the check's cost with tokio's).
         let reserve = if cost == 1 && self.batch > 0 {
             let own = &self.reserves[thread_stripe(self.reserves.len())];
             let mut left = own.load(Relaxed);
             while left > 0 {
                 match own.compare_exchange_weak(left, left - 1, Relaxed, Relaxed) {
-                    Ok(_) => return self.reserved(now),
+                    Ok(_) => return self.reserved(),
                     Err(actual) => left = actual,
                 }
             }
@@ -123,6 +120,7 @@ impl DirectStore {
         } else {
             None
         };
+        let now = self.clock.nanos();
         let max_wait = duration_nanos(max_wait);
         let mut tat = self.tat.load(Acquire);
         loop {
@@ -151,12 +149,10 @@ impl DirectStore {
     }
 
     /// A check of cost 1 served from the core's reserve: admitted, with the
-    /// bucket's state as it is now for the headers.
-    fn reserved(&self, now: u64) -> Decision {
-        let tat = self.tat.load(Relaxed);
-        let ahead = tat.saturating_sub(now);
-        let v = GcraVerdict { new_tat: Some(tat), wait: 0, ahead, impossible: false };
-        Decision::from_gcra(v, &self.quota, &self.gcra)
+    /// bucket's state, read when the headers ask for it.
+    #[inline]
+    fn reserved(&self) -> Decision {
+        Decision::reserved(self.tat.load(Relaxed), self.clock, &self.quota, &self.gcra)
     }
 }
 

@@ -7,6 +7,7 @@ use backpressure_core::{BoxError, RateLimitInfo};
 
 use crate::{
     Quota,
+    clock::Clock,
     gcra::{Gcra, Verdict as GcraVerdict},
 };
 
@@ -46,7 +47,25 @@ pub struct Decision {
 /// division, which would be a fifth of the admit path's cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Info {
-    Gcra { ahead: u64, t: u64, tolerance: u64, burst: u32, quota: u32, window: Duration },
+    Gcra {
+        ahead: u64,
+        t: u64,
+        tolerance: u64,
+        burst: u32,
+        quota: u32,
+        window: Duration,
+    },
+    /// Served from a core's reserve, which needs no clock: the bucket's TAT,
+    /// and the clock to read if the information is asked for.
+    Reserved {
+        tat: u64,
+        clock: Clock,
+        t: u64,
+        tolerance: u64,
+        burst: u32,
+        quota: u32,
+        window: Duration,
+    },
     Known(RateLimitInfo),
 }
 
@@ -58,9 +77,8 @@ impl Decision {
 
     /// Limit, window, remaining and reset, for the `RateLimit` headers.
     pub fn info(&self) -> RateLimitInfo {
-        match self.info {
-            Info::Known(info) => info,
-            Info::Gcra { ahead, t, tolerance, burst, quota, window } => RateLimitInfo::new(
+        let gcra = |ahead: u64, t: u64, tolerance: u64, burst, quota, window| {
+            RateLimitInfo::new(
                 burst,
                 quota,
                 window,
@@ -68,8 +86,33 @@ impl Decision {
                     .unwrap_or(u32::MAX)
                     .min(burst),
                 Duration::from_nanos(ahead),
-            ),
+            )
+        };
+        match self.info {
+            Info::Known(info) => info,
+            Info::Gcra { ahead, t, tolerance, burst, quota, window } => {
+                gcra(ahead, t, tolerance, burst, quota, window)
+            }
+            Info::Reserved { tat, clock, t, tolerance, burst, quota, window } => {
+                gcra(tat.saturating_sub(clock.nanos()), t, tolerance, burst, quota, window)
+            }
         }
+    }
+
+    /// Admitted from a core's reserve, without reading the clock: the
+    /// header information reads it when asked for.
+    #[inline]
+    pub(crate) fn reserved(tat: u64, clock: Clock, quota: &Quota, gcra: &Gcra) -> Self {
+        let info = Info::Reserved {
+            tat,
+            clock,
+            t: gcra.interval(),
+            tolerance: gcra.tolerance(),
+            burst: gcra.burst(),
+            quota: quota.count(),
+            window: quota.period(),
+        };
+        Decision { verdict: Verdict::Allow, info }
     }
 
     #[inline]
