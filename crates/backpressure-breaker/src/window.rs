@@ -84,7 +84,10 @@ fn packed_of(code: u8) -> u64 {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    next: AtomicUsize,
+    /// On cache lines of its own: every core moves it (once per batch),
+    /// and the fields around it are read on every call (it shared their
+    /// line: 2 threads, 46 -> 66 ns per call per thread).
+    next: CachePadded<AtomicUsize>,
     counts: AtomicU64,
     /// Slots per claimed batch (1: no batching, every call moves `next`).
     batch: usize,
@@ -109,7 +112,7 @@ impl CountWindow {
         let stripes = if batch > 1 { stripes } else { 0 };
         CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicUsize::new(0),
+            next: CachePadded(AtomicUsize::new(0)),
             counts: AtomicU64::new(0),
             batch,
             claims: (0..stripes).map(|_| CachePadded(AtomicU64::new(0))).collect(),
