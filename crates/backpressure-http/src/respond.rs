@@ -239,15 +239,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let grpc = is_grpc(&req);
-        let state = match self.ready_error.take() {
-            Some(error) => State::Failed { error: Some(error) },
-            None => State::Called { fut: self.inner.call(req) },
-        };
+        let (x_ratelimit, on_error) = (self.x_ratelimit, self.on_error.clone());
+        if let Some(error) = self.ready_error.take() {
+            let state = State::Failed { error: Some(error) };
+            return RespondFuture { state, grpc, x_ratelimit, on_error };
+        }
+        // The inner future built straight into the returned one: built into
+        // a local first, it was copied twice (320 bytes each time on the
+        // server preset's stack).
         RespondFuture {
-            state,
+            state: State::Called { fut: self.inner.call(req) },
             grpc,
-            x_ratelimit: self.x_ratelimit,
-            on_error: self.on_error.clone(),
+            x_ratelimit,
+            on_error,
         }
     }
 }
