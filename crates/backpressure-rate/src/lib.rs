@@ -56,6 +56,9 @@
 //!   `fast-clock` feature adds [`RateLimitBuilder::fast_clock`], which reads
 //!   the CPU's timestamp counter instead (a few nanoseconds instead of a
 //!   `clock_gettime`), at the price of not following a paused tokio clock.
+//!   A direct limiter with a burst of at least 32 per core reads no clock
+//!   at all for most checks: they are served from the core's reserve (see
+//!   [`DirectStore`]).
 //!
 //! # Differences from `tower::limit::RateLimit` and `governor`
 //!

@@ -35,6 +35,13 @@ use crate::{Quota, clock::Clock, gcra::Gcra};
 ///
 /// One thread alone admits exactly the same requests as without reserves:
 /// it empties its reserve before it asks the bucket again.
+///
+/// A check served from the reserve reads no clock (the unit was paid for
+/// when the batch was taken); its [`Decision::info`](super::Decision::info)
+/// reads the clock when asked, and reports the bucket as it is then. With
+/// tokio's clock that made a direct check 3.3× cheaper (49.9 -> 14.9 ns,
+/// `cargo bench -p backpressure-benches --bench rate -- rate_direct`, a quota
+/// that always admits).
 #[derive(Debug)]
 pub struct DirectStore {
     gcra: Gcra,
