@@ -434,10 +434,14 @@ impl Shared {
     pub(crate) fn record(&self, now: Instant, sample: Sample) {
         let Some(algorithm) = &self.algorithm else { return };
         let stripe = &self.samples[thread_stripe(self.samples.len())];
-        let at =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let at = || {
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        };
         let sticky = u64::try_from(STICKY.as_nanos()).unwrap_or(u64::MAX);
-        if stripe.batching_until.load(Relaxed) <= at {
+        // A core that never met the lock taken (a thread alone) does not
+        // read the time since the epoch at all.
+        let until = stripe.batching_until.load(Relaxed);
+        if until == 0 || until <= at() {
             if let Some(mut algorithm) = try_lock(algorithm) {
                 self.drain_buffered(&mut **algorithm, now);
                 let new = algorithm.update(now, sample);
@@ -445,7 +449,7 @@ impl Shared {
                 self.publish(now, new);
                 return;
             }
-            stripe.batching_until.store(at.saturating_add(sticky), Relaxed);
+            stripe.batching_until.store(at().saturating_add(sticky).max(1), Relaxed);
         }
         let mut batch = [None; SAMPLE_BATCH];
         {
@@ -467,7 +471,7 @@ impl Shared {
             stripe.pending.store(0, Relaxed);
         }
         let mut algorithm = try_lock(algorithm).unwrap_or_else(|| {
-            stripe.batching_until.store(at.saturating_add(sticky), Relaxed);
+            stripe.batching_until.store(at().saturating_add(sticky).max(1), Relaxed);
             algorithm.lock().unwrap_or_else(PoisonError::into_inner)
         });
         let mut new = self.limit.load(Relaxed);
