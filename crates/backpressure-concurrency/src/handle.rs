@@ -39,6 +39,12 @@ pub struct ConcurrencyLimitSnapshot {
     /// Whether an adaptive limit is briefly lowered to re-measure the
     /// unloaded RTT.
     pub probing: bool,
+    /// An adaptive limit measures one completed request in this many (a
+    /// power of two, 1 to 64): 1 below 20,000 completions a second, more
+    /// above, so that it reads the clock and feeds its algorithm about
+    /// 10,000 times a second however fast requests go. Always 1 for a fixed
+    /// limit.
+    pub sample_every: u32,
 }
 
 impl ConcurrencyLimitHandle {
@@ -98,6 +104,7 @@ impl ConcurrencyLimitHandle {
             mean_queue_wait: Duration::from_nanos(total.checked_div(dequeued).unwrap_or(0)),
             max_queue_wait: Duration::from_nanos(s.queue_wait_max_nanos.load(Relaxed)),
             probing: self.shared.is_probing(),
+            sample_every: self.shared.sample_every.load(Relaxed),
         }
     }
 

@@ -60,6 +60,7 @@ impl ConcurrencyLimitLayer {
             classify: DefaultClassify,
             name: None,
             cancel_is_drop: false,
+            max_sample_every: DEFAULT_MAX_SAMPLE_EVERY,
         }
     }
 }
@@ -194,6 +195,7 @@ pub struct ConcurrencyLimitBuilder<P = DefaultPriority, D = CurrentDeadline, C =
     classify: C,
     name: Option<LayerName>,
     cancel_is_drop: bool,
+    max_sample_every: u32,
 }
 
 impl<P, D, C> fmt::Debug for ConcurrencyLimitBuilder<P, D, C> {
@@ -273,6 +275,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             classify: self.classify,
             name: self.name,
             cancel_is_drop: self.cancel_is_drop,
+            max_sample_every: self.max_sample_every,
         }
     }
 
@@ -291,6 +294,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             classify: self.classify,
             name: self.name,
             cancel_is_drop: self.cancel_is_drop,
+            max_sample_every: self.max_sample_every,
         }
     }
 
@@ -308,6 +312,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             classify,
             name: self.name,
             cancel_is_drop: self.cancel_is_drop,
+            max_sample_every: self.max_sample_every,
         }
     }
 
@@ -331,6 +336,19 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
     #[must_use]
     pub fn cancel_is_drop(mut self, yes: bool) -> Self {
         self.cancel_is_drop = yes;
+        self
+    }
+
+    /// An adaptive limit's sparsest sampling: above about 20,000 completed
+    /// requests a second it measures one request in `k` (a power of two up
+    /// to this, default 64), so that it reads the clock and feeds its
+    /// algorithm about 10,000 times a second however fast requests go (see
+    /// [`ConcurrencyLimitSnapshot::sample_every`](crate::ConcurrencyLimitSnapshot::sample_every)).
+    /// 1 measures every request (an algorithm of your own that must see
+    /// each one).
+    #[must_use]
+    pub fn max_sample_every(mut self, k: u32) -> Self {
+        self.max_sample_every = k;
         self
     }
 
@@ -392,6 +410,13 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
                 ));
             }
         }
+        if !self.max_sample_every.is_power_of_two() || self.max_sample_every > 1024 {
+            return Err(ConfigError::new(
+                LAYER,
+                "max_sample_every",
+                format!("must be a power of two within 1..=1024, got {}", self.max_sample_every),
+            ));
+        }
         for (i, &share) in self.shares.iter().enumerate() {
             if share == 0 || share > 100 {
                 return Err(ConfigError::new(
@@ -421,6 +446,7 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
             discipline: self.discipline,
             algorithm,
             cancel_is_drop: self.cancel_is_drop,
+            max_sample_every: self.max_sample_every,
             name: self.name.unwrap_or(LayerName::from_static(LAYER)),
         });
         let shared = Arc::new(shared);
@@ -435,6 +461,9 @@ impl<P, D, C> ConcurrencyLimitBuilder<P, D, C> {
         })
     }
 }
+
+/// [`ConcurrencyLimitBuilder::max_sample_every`]'s default.
+const DEFAULT_MAX_SAMPLE_EVERY: u32 = 64;
 
 /// The largest limit accepted (bounds the waiter slab).
 const MAX_LIMIT: usize = 1 << 20;

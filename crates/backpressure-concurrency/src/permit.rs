@@ -25,7 +25,7 @@ impl Permit {
     /// A permit just taken. `waited`: it came through the queue.
     #[inline]
     pub(crate) fn new(shared: Stripe<Shared>, waited: bool) -> Self {
-        let start = if shared.is_adaptive() {
+        let start = if shared.is_adaptive() && shared.should_sample() {
             // One load of the word: permits cores hold in reserve count as
             // in flight (at most a sixteenth of the limit); summing the
             // reserves would read every core's line on every request.

@@ -3,7 +3,9 @@
 use std::{
     sync::{
         Mutex, MutexGuard, PoisonError, TryLockError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst},
+        atomic::{
+            AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+        },
     },
     task::{Context, Poll},
     time::Duration,
@@ -28,9 +30,21 @@ const SAMPLE_BATCH: usize = 32;
 /// How long a core that met the algorithm taken goes on batching.
 const STICKY: Duration = Duration::from_millis(10);
 
+/// The samples a second the algorithm is fed at most (give or take a
+/// factor of two) once requests complete faster than that: above it, one
+/// request in `sample_every` is measured.
+const SAMPLES_PER_SECOND: u128 = 10_000;
+
+/// How often the sampling is reconsidered, from the samples fed.
+const SAMPLING_PERIOD: u64 = 100_000_000;
+
 /// Samples one core buffered while another held the algorithm.
 #[derive(Debug)]
 struct SampleStripe {
+    /// Requests that took a permit on this stripe (for sampling; a plain
+    /// load and store, not an atomic add: a lost tick only shifts which
+    /// request is measured).
+    ticks: AtomicU32,
     /// How many are buffered (read without the lock).
     pending: AtomicUsize,
     /// Until when (nanoseconds since the limiter was built) it batches.
@@ -41,6 +55,7 @@ struct SampleStripe {
 impl Default for SampleStripe {
     fn default() -> Self {
         SampleStripe {
+            ticks: AtomicU32::new(0),
             pending: AtomicUsize::new(0),
             batching_until: AtomicU64::new(0),
             buffer: Mutex::new(Vec::with_capacity(SAMPLE_BATCH)),
@@ -87,6 +102,12 @@ pub(crate) struct Stats {
 pub(crate) struct Shared {
     pub(crate) counter: Counter,
     pub(crate) limit: AtomicUsize,
+    /// Adaptive limits: one request in this many is measured (a power of
+    /// two; see `account`). Read on every request, written at most every
+    /// `SAMPLING_PERIOD`.
+    pub(crate) sample_every: AtomicU32,
+    /// The sparsest sampling allowed.
+    max_sample_every: u32,
     /// Percent of the limit each priority may use, indexed by `Priority::index`.
     shares: [u8; 4],
     pub(crate) max_queue: usize,
@@ -106,6 +127,11 @@ pub(crate) struct Shared {
     epoch: Instant,
     /// Some stripe may hold buffered samples.
     buffered: AtomicBool,
+    /// Samples fed since `sampling_since` (nanoseconds since `epoch`,
+    /// `u64::MAX` before the first): written only under the algorithm's
+    /// lock.
+    fed: AtomicU64,
+    sampling_since: AtomicU64,
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
@@ -120,6 +146,7 @@ pub(crate) struct Config {
     pub(crate) discipline: Discipline,
     pub(crate) algorithm: Option<Box<dyn LimitAlgorithm>>,
     pub(crate) cancel_is_drop: bool,
+    pub(crate) max_sample_every: u32,
     pub(crate) name: LayerName,
 }
 
@@ -128,6 +155,8 @@ impl Shared {
         Shared {
             counter: Counter::new(config.limit, stripe_count()),
             limit: AtomicUsize::new(config.limit),
+            sample_every: AtomicU32::new(1),
+            max_sample_every: config.max_sample_every,
             shares: config.shares,
             max_queue: config.max_queue,
             max_wait: config.max_wait,
@@ -141,6 +170,8 @@ impl Shared {
             algorithm: config.algorithm.map(|a| CachePadded(Mutex::new(a))),
             epoch: Instant::now(),
             buffered: AtomicBool::new(false),
+            fed: AtomicU64::new(0),
+            sampling_since: AtomicU64::new(u64::MAX),
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
             stats: Stats::default(),
@@ -201,6 +232,66 @@ impl Shared {
 
     pub(crate) fn is_adaptive(&self) -> bool {
         self.algorithm.is_some()
+    }
+
+    /// Whether the request taking a permit now is to be measured (adaptive
+    /// limits only): every one while `sample_every` is 1, else one in
+    /// `sample_every` per core.
+    #[inline]
+    pub(crate) fn should_sample(&self) -> bool {
+        let every = self.sample_every.load(Relaxed);
+        if every <= 1 {
+            return true;
+        }
+        let stripe = &self.samples[thread_stripe(self.samples.len())];
+        let tick = stripe.ticks.load(Relaxed);
+        stripe.ticks.store(tick.wrapping_add(1), Relaxed);
+        tick & (every - 1) == 0
+    }
+
+    /// `n` samples were just fed (caller holds the algorithm's lock): every
+    /// `SAMPLING_PERIOD`, the completion rate they stand for sets the
+    /// sampling so that about `SAMPLES_PER_SECOND` are fed. Under paused or
+    /// slow time a period is measured in samples' timestamps, so a burst at
+    /// one instant never changes the sampling.
+    ///
+    /// Measuring each request costs two clock reads and this lock; at a few
+    /// hundred thousand completions a second (a fast, in-memory backend)
+    /// that was two thirds of the limiter's cost per request and the lock
+    /// every core fought over, while a window needs hundreds of samples,
+    /// not tens of thousands. One in `k`, counted per core and decided
+    /// before the request runs, picks requests whatever their outcome, so
+    /// drop rates, RTTs and in-flight counts are estimated without bias.
+    /// When the rate falls, the next measured request (within `k` requests
+    /// per core) finds the period long past and sets the sampling back.
+    fn account(&self, now: Instant, n: u64) {
+        let at =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let since = self.sampling_since.load(Relaxed);
+        if since == u64::MAX || at < since {
+            self.sampling_since.store(at, Relaxed);
+            self.fed.store(n, Relaxed);
+            return;
+        }
+        let fed = self.fed.load(Relaxed) + n;
+        let elapsed = at - since;
+        if elapsed < SAMPLING_PERIOD {
+            self.fed.store(fed, Relaxed);
+            return;
+        }
+        let every = u128::from(self.sample_every.load(Relaxed));
+        let per_second = u128::from(fed) * every * 1_000_000_000 / u128::from(elapsed);
+        let want = u32::try_from(per_second / SAMPLES_PER_SECOND).unwrap_or(u32::MAX);
+        let next = match want {
+            0 | 1 => 1,
+            w => (1 << (31 - w.leading_zeros())).min(self.max_sample_every),
+        };
+        if u128::from(next) != every {
+            tracing::debug!(layer = %self.name, every = next, "adaptive limit: measuring one request in `every`");
+            self.sample_every.store(next, Relaxed);
+        }
+        self.sampling_since.store(at, Relaxed);
+        self.fed.store(0, Relaxed);
     }
 
     pub(crate) fn rejected(&self, kind: RejectKind) -> Rejected {
@@ -443,8 +534,9 @@ impl Shared {
         let until = stripe.batching_until.load(Relaxed);
         if until == 0 || until <= at() {
             if let Some(mut algorithm) = try_lock(algorithm) {
-                self.drain_buffered(&mut **algorithm, now);
+                let drained = self.drain_buffered(&mut **algorithm, now);
                 let new = algorithm.update(now, sample);
+                self.account(now, drained + 1);
                 drop(algorithm);
                 self.publish(now, new);
                 return;
@@ -475,9 +567,12 @@ impl Shared {
             algorithm.lock().unwrap_or_else(PoisonError::into_inner)
         });
         let mut new = self.limit.load(Relaxed);
+        let mut fed = 0;
         for sample in batch.into_iter().flatten() {
             new = algorithm.update(now, sample);
+            fed += 1;
         }
+        self.account(now, fed);
         // Other cores' buffers are theirs to feed while they batch (taking
         // them would pull their lines here); a core back to one by one
         // feeds what is left.
@@ -486,26 +581,27 @@ impl Shared {
     }
 
     /// Feeds what other cores buffered (caller holds the algorithm);
-    /// returns the limit after the last of them, if any.
-    fn drain_buffered(&self, algorithm: &mut dyn LimitAlgorithm, now: Instant) -> Option<usize> {
+    /// returns how many samples that was.
+    fn drain_buffered(&self, algorithm: &mut dyn LimitAlgorithm, now: Instant) -> u64 {
         // One load when nothing is buffered (a thread alone), not one per
         // stripe: cleared before the stripes are read, so a sample buffered
         // after a stripe was read sets it again (see `record`).
         if !self.buffered.load(SeqCst) || !self.buffered.swap(false, SeqCst) {
-            return None;
+            return 0;
         }
-        let mut last = None;
+        let mut fed = 0;
         for stripe in self.samples.iter() {
             if stripe.pending.load(Relaxed) == 0 {
                 continue;
             }
             let mut buffer = stripe.buffer.lock().unwrap_or_else(PoisonError::into_inner);
             for sample in buffer.drain(..) {
-                last = Some(algorithm.update(now, sample));
+                algorithm.update(now, sample);
+                fed += 1;
             }
             stripe.pending.store(0, Relaxed);
         }
-        last
+        fed
     }
 
     /// Publishes the limit the algorithm returned.

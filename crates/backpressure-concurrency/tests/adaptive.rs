@@ -20,7 +20,7 @@ use backpressure_concurrency::{
 };
 use backpressure_core::BoxError;
 use tokio::time::{Instant, sleep, sleep_until};
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 #[derive(Clone)]
 struct KneeBackend {
@@ -275,4 +275,130 @@ fn a_slow_endpoint_that_is_not_a_bottleneck_gets_the_permits_it_needs() {
     });
     println!("slow endpoint: served {served} of {offered}; limit every 0.5 s: {limits:?}");
     assert!(served as f64 >= 0.95 * offered as f64, "served {served} of {offered}: {limits:?}");
+}
+
+/// Counts the samples it is fed; keeps the limit at 1,000.
+#[derive(Debug)]
+struct Counting(Arc<AtomicUsize>);
+
+impl LimitAlgorithm for Counting {
+    fn initial_limit(&self) -> usize {
+        1_000
+    }
+
+    fn max_limit(&self) -> usize {
+        1_000
+    }
+
+    fn update(
+        &mut self,
+        _now: tokio::time::Instant,
+        _sample: backpressure_concurrency::Sample,
+    ) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        1_000
+    }
+}
+
+/// `n` requests answered at once, `per_ms` of them per millisecond of
+/// paused time; returns the samples the algorithm was fed and the
+/// limiter's final `sample_every`.
+async fn feed(n: usize, per_ms: usize) -> (usize, u32) {
+    let fed = Arc::new(AtomicUsize::new(0));
+    let layer =
+        ConcurrencyLimitLayer::builder().adaptive(Counting(Arc::clone(&fed))).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    for i in 0..n {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+        if (i + 1) % per_ms == 0 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+    }
+    (fed.load(Ordering::Relaxed), handle.snapshot().sample_every)
+}
+
+/// Under 200,000 completions a second the limiter measures one request in
+/// `sample_every` (16 here: 12,500 samples a second, over the 10,000 it
+/// aims for), so the clock is read and the algorithm locked for a sixteenth
+/// of the requests; the algorithm still gets thousands of samples per
+/// window.
+#[tokio::test(start_paused = true)]
+async fn at_high_rates_one_request_in_k_is_measured() {
+    let (fed, every) = feed(200_000, 200).await;
+    assert_eq!(every, 16);
+    // The first 100 ms measure every request (20,000), then one in 16.
+    assert!((30_000..=34_000).contains(&fed), "fed {fed}");
+}
+
+/// At 1,000 completions a second every request is measured.
+#[tokio::test(start_paused = true)]
+async fn at_low_rates_every_request_is_measured() {
+    let (fed, every) = feed(3_000, 1).await;
+    assert_eq!((fed, every), (3_000, 1));
+}
+
+/// After a high rate falls away, the first measured request brings the
+/// sampling back to every request.
+#[tokio::test(start_paused = true)]
+async fn sampling_ends_when_the_rate_falls() {
+    let fed = Arc::new(AtomicUsize::new(0));
+    let layer =
+        ConcurrencyLimitLayer::builder().adaptive(Counting(Arc::clone(&fed))).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    for i in 0..200_000usize {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+        if (i + 1) % 200 == 0 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+    }
+    assert!(handle.snapshot().sample_every > 1);
+    // Ten requests a second from now on: within `sample_every` requests per
+    // core, one is measured, and every request after it is.
+    let mut after = None;
+    for i in 0..200usize {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        svc.ready().await.unwrap().call(()).await.unwrap();
+        if handle.snapshot().sample_every == 1 {
+            after = Some(i);
+            break;
+        }
+    }
+    let after = after.expect("back to every request");
+    assert!(after < 64 * 64, "after {after} requests");
+    let before = fed.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(fed.load(Ordering::Relaxed), before + 10);
+}
+
+/// `max_sample_every` must be a power of two; it caps the sampling.
+#[tokio::test(start_paused = true)]
+async fn max_sample_every_caps_the_sampling_and_is_validated() {
+    for bad in [0, 3, 2048] {
+        let err = ConcurrencyLimitLayer::builder()
+            .adaptive(Gradient2::new())
+            .max_sample_every(bad)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "max_sample_every", "{bad}");
+    }
+    let fed = Arc::new(AtomicUsize::new(0));
+    let layer = ConcurrencyLimitLayer::builder()
+        .adaptive(Counting(Arc::clone(&fed)))
+        .max_sample_every(4)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    for i in 0..100_000usize {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+        if (i + 1) % 200 == 0 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(handle.snapshot().sample_every, 4);
 }

@@ -607,6 +607,8 @@ async fn no_sample_is_lost_when_cores_race_for_the_adaptive_algorithm() {
         .adaptive(CountingAlgorithm(Arc::clone(&fed)))
         .max_queue(100_000)
         .max_wait(Duration::from_secs(30))
+        // Every request measured: the test counts them all.
+        .max_sample_every(1)
         .build()
         .unwrap();
     let svc = layer.layer(Gauge::default().service::<u32>(0));
