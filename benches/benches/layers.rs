@@ -60,12 +60,23 @@ fn bench_concurrency(c: &mut Criterion) {
             .service(bare);
         b.iter(|| call_now(&mut svc, black_box(1)))
     });
-    group.bench_function("backpressure_adaptive", |b| {
-        let layer = ConcurrencyLimitLayer::builder()
+    // Built once, outside the timed routine (which criterion runs once per
+    // sample): an adaptive limit picks its sampling from the completion
+    // rate it has seen over the last 100 ms, as a long-lived server's does.
+    let adaptive = |every: u32| {
+        ConcurrencyLimitLayer::builder()
             .adaptive(Gradient2::new().initial_limit(1_000).max_limit(1_000))
+            .max_sample_every(every)
             .build()
-            .expect("valid");
-        let mut svc = ServiceBuilder::new().layer(layer).service(bare);
+            .expect("valid")
+    };
+    let (sampled, every_request) = (adaptive(64), adaptive(1));
+    group.bench_function("backpressure_adaptive", |b| {
+        let mut svc = ServiceBuilder::new().layer(sampled.clone()).service(bare);
+        b.iter(|| call_now(&mut svc, black_box(1)))
+    });
+    group.bench_function("backpressure_adaptive_every_request", |b| {
+        let mut svc = ServiceBuilder::new().layer(every_request.clone()).service(bare);
         b.iter(|| call_now(&mut svc, black_box(1)))
     });
     group.finish();
@@ -128,11 +139,11 @@ fn bench_preset(c: &mut Criterion) {
     let bare = service_fn(|_req: http::Request<()>| async move {
         Ok::<_, Infallible>(http::Response::new(()))
     });
-    let full = || {
-        ServerPreset::new()
-            .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).expect("valid"))
-            .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"))
-    };
+    // Built once (see the adaptive limit above); each routine clones it.
+    let full = ServerPreset::new()
+        .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).expect("valid"))
+        .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"));
+    let full = || full.clone();
     let mut group = c.benchmark_group("preset");
     group.bench_function("bare", |b| {
         let mut svc = bare;
