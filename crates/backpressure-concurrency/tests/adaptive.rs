@@ -366,7 +366,8 @@ async fn sampling_ends_when_the_rate_falls() {
         }
     }
     let after = after.expect("back to every request");
-    assert!(after < 64 * 64, "after {after} requests");
+    // One thread: one stripe, so within `sample_every` (16) requests.
+    assert!(after < 16, "after {after} requests");
     let before = fed.load(Ordering::Relaxed);
     for _ in 0..10 {
         tokio::time::advance(Duration::from_millis(100)).await;
