@@ -300,21 +300,41 @@ impl LimitAlgorithm for Counting {
     }
 }
 
-/// `n` requests answered at once, `per_ms` of them per millisecond of
-/// paused time; returns the samples the algorithm was fed and the
-/// limiter's final `sample_every`.
-async fn feed(n: usize, per_ms: usize) -> (usize, u32) {
+/// An adaptive limit whose algorithm counts its samples, around a service
+/// that answers at once: the count, the handle and the service.
+fn counting(
+    max_sample_every: u32,
+) -> (Arc<AtomicUsize>, ConcurrencyLimitHandle, impl Service<(), Response = (), Error = BoxError>) {
     let fed = Arc::new(AtomicUsize::new(0));
-    let layer =
-        ConcurrencyLimitLayer::builder().adaptive(Counting(Arc::clone(&fed))).build().unwrap();
+    let layer = ConcurrencyLimitLayer::builder()
+        .adaptive(Counting(Arc::clone(&fed)))
+        .max_sample_every(max_sample_every)
+        .build()
+        .unwrap();
     let handle = layer.handle();
-    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    (fed, handle, layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) })))
+}
+
+/// Drives `n` requests through `svc`, `per_ms` of them per millisecond of
+/// paused time.
+async fn drive<S>(svc: &mut S, n: usize, per_ms: usize)
+where
+    S: Service<(), Response = (), Error = BoxError>,
+{
     for i in 0..n {
         svc.ready().await.unwrap().call(()).await.unwrap();
         if (i + 1) % per_ms == 0 {
             tokio::time::advance(Duration::from_millis(1)).await;
         }
     }
+}
+
+/// `n` requests answered at once, `per_ms` of them per millisecond of
+/// paused time; returns the samples the algorithm was fed and the
+/// limiter's final `sample_every`.
+async fn feed(n: usize, per_ms: usize) -> (usize, u32) {
+    let (fed, handle, mut svc) = counting(64);
+    drive(&mut svc, n, per_ms).await;
     (fed.load(Ordering::Relaxed), handle.snapshot().sample_every)
 }
 
@@ -342,17 +362,8 @@ async fn at_low_rates_every_request_is_measured() {
 /// sampling back to every request.
 #[tokio::test(start_paused = true)]
 async fn sampling_ends_when_the_rate_falls() {
-    let fed = Arc::new(AtomicUsize::new(0));
-    let layer =
-        ConcurrencyLimitLayer::builder().adaptive(Counting(Arc::clone(&fed))).build().unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
-    for i in 0..200_000usize {
-        svc.ready().await.unwrap().call(()).await.unwrap();
-        if (i + 1) % 200 == 0 {
-            tokio::time::advance(Duration::from_millis(1)).await;
-        }
-    }
+    let (fed, handle, mut svc) = counting(64);
+    drive(&mut svc, 200_000, 200).await;
     assert!(handle.snapshot().sample_every > 1);
     // Ten requests a second from now on: within `sample_every` requests per
     // core, one is measured, and every request after it is.
@@ -387,19 +398,7 @@ async fn max_sample_every_caps_the_sampling_and_is_validated() {
             .unwrap_err();
         assert_eq!(err.field(), "max_sample_every", "{bad}");
     }
-    let fed = Arc::new(AtomicUsize::new(0));
-    let layer = ConcurrencyLimitLayer::builder()
-        .adaptive(Counting(Arc::clone(&fed)))
-        .max_sample_every(4)
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
-    for i in 0..100_000usize {
-        svc.ready().await.unwrap().call(()).await.unwrap();
-        if (i + 1) % 200 == 0 {
-            tokio::time::advance(Duration::from_millis(1)).await;
-        }
-    }
+    let (_, handle, mut svc) = counting(4);
+    drive(&mut svc, 100_000, 200).await;
     assert_eq!(handle.snapshot().sample_every, 4);
 }
