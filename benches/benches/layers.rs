@@ -157,6 +157,13 @@ fn bench_preset(c: &mut Criterion) {
             .service(bare);
         b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
     });
+    // The preset as `ServerPreset::new()` builds it: respond, timeout, shed
+    // and the adaptive limit (the rate limit and the breaker are opt-in).
+    let default = ServerPreset::new().deadline_extension(false);
+    group.bench_function("backpressure_default", |b| {
+        let mut svc = default.clone().layer(bare);
+        b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
+    });
     group.bench_function("backpressure_full", |b| {
         let mut svc = full().deadline_extension(false).layer(bare);
         b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
