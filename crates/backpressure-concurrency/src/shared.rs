@@ -63,6 +63,16 @@ impl Default for SampleStripe {
     }
 }
 
+/// The adaptive algorithm, and what the sampling counts of the samples
+/// fed to it (see `Shared::account`): all behind one lock.
+#[derive(Debug)]
+struct Feeder {
+    algorithm: Box<dyn LimitAlgorithm>,
+    /// Samples fed since `since` (nanoseconds since the limiter's epoch).
+    fed: u64,
+    since: Option<u64>,
+}
+
 /// Locks `mutex` if it is free now (a poisoned lock is as good: the
 /// algorithm's state is plain data).
 fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
@@ -119,7 +129,7 @@ pub(crate) struct Shared {
     pub(crate) standing: AtomicBool,
     /// On cache lines of its own: every core locks it, and the fields
     /// around it are read on every request.
-    algorithm: Option<CachePadded<Mutex<Box<dyn LimitAlgorithm>>>>,
+    algorithm: Option<CachePadded<Mutex<Feeder>>>,
     /// Per stripe, samples buffered while another core held the algorithm
     /// (adaptive limits only; see `record`).
     samples: Box<[CachePadded<SampleStripe>]>,
@@ -127,11 +137,6 @@ pub(crate) struct Shared {
     epoch: Instant,
     /// Some stripe may hold buffered samples.
     buffered: AtomicBool,
-    /// Samples fed since `sampling_since` (nanoseconds since `epoch`,
-    /// `u64::MAX` before the first): written only under the algorithm's
-    /// lock.
-    fed: AtomicU64,
-    sampling_since: AtomicU64,
     pub(crate) cancel_is_drop: bool,
     pub(crate) name: LayerName,
     pub(crate) stats: Stats,
@@ -167,11 +172,11 @@ impl Shared {
             } else {
                 Box::default()
             },
-            algorithm: config.algorithm.map(|a| CachePadded(Mutex::new(a))),
+            algorithm: config.algorithm.map(|algorithm| {
+                CachePadded(Mutex::new(Feeder { algorithm, fed: 0, since: None }))
+            }),
             epoch: Instant::now(),
             buffered: AtomicBool::new(false),
-            fed: AtomicU64::new(0),
-            sampling_since: AtomicU64::new(u64::MAX),
             cancel_is_drop: config.cancel_is_drop,
             name: config.name,
             stats: Stats::default(),
@@ -249,7 +254,7 @@ impl Shared {
         tick & (every - 1) == 0
     }
 
-    /// `n` samples were just fed (caller holds the algorithm's lock): every
+    /// `n` samples were just fed to `feeder` (its lock held): every
     /// `SAMPLING_PERIOD`, the completion rate they stand for sets the
     /// sampling so that about `SAMPLES_PER_SECOND` are fed. Under paused or
     /// slow time a period is measured in samples' timestamps, so a burst at
@@ -264,19 +269,18 @@ impl Shared {
     /// drop rates, RTTs and in-flight counts are estimated without bias.
     /// When the rate falls, the next measured request (within `k` requests
     /// per core) finds the period long past and sets the sampling back.
-    fn account(&self, now: Instant, n: u64) {
-        let at =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let since = self.sampling_since.load(Relaxed);
-        if since == u64::MAX || at < since {
-            self.sampling_since.store(at, Relaxed);
-            self.fed.store(n, Relaxed);
-            return;
-        }
-        let fed = self.fed.load(Relaxed) + n;
-        let elapsed = at - since;
+    fn account(&self, feeder: &mut Feeder, at: u64, n: u64) {
+        let since = match feeder.since {
+            Some(since) if since <= at => since,
+            _ => {
+                feeder.since = Some(at);
+                feeder.fed = n;
+                return;
+            }
+        };
+        feeder.fed += n;
+        let (fed, elapsed) = (feeder.fed, at - since);
         if elapsed < SAMPLING_PERIOD {
-            self.fed.store(fed, Relaxed);
             return;
         }
         let every = u128::from(self.sample_every.load(Relaxed));
@@ -290,8 +294,8 @@ impl Shared {
             tracing::debug!(layer = %self.name, every = next, "adaptive limit: measuring one request in `every`");
             self.sample_every.store(next, Relaxed);
         }
-        self.sampling_since.store(at, Relaxed);
-        self.fed.store(0, Relaxed);
+        feeder.since = Some(at);
+        feeder.fed = 0;
     }
 
     pub(crate) fn rejected(&self, kind: RejectKind) -> Rejected {
@@ -525,23 +529,19 @@ impl Shared {
     pub(crate) fn record(&self, now: Instant, sample: Sample) {
         let Some(algorithm) = &self.algorithm else { return };
         let stripe = &self.samples[thread_stripe(self.samples.len())];
-        let at = || {
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-        };
+        let at =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let sticky = u64::try_from(STICKY.as_nanos()).unwrap_or(u64::MAX);
-        // A core that never met the lock taken (a thread alone) does not
-        // read the time since the epoch at all.
-        let until = stripe.batching_until.load(Relaxed);
-        if until == 0 || until <= at() {
-            if let Some(mut algorithm) = try_lock(algorithm) {
-                let drained = self.drain_buffered(&mut **algorithm, now);
-                let new = algorithm.update(now, sample);
-                self.account(now, drained + 1);
-                drop(algorithm);
+        if stripe.batching_until.load(Relaxed) <= at {
+            if let Some(mut feeder) = try_lock(algorithm) {
+                let drained = self.drain_buffered(&mut *feeder.algorithm, now);
+                let new = feeder.algorithm.update(now, sample);
+                self.account(&mut feeder, at, drained + 1);
+                drop(feeder);
                 self.publish(now, new);
                 return;
             }
-            stripe.batching_until.store(at().saturating_add(sticky).max(1), Relaxed);
+            stripe.batching_until.store(at.saturating_add(sticky), Relaxed);
         }
         let mut batch = [None; SAMPLE_BATCH];
         {
@@ -562,21 +562,21 @@ impl Shared {
             }
             stripe.pending.store(0, Relaxed);
         }
-        let mut algorithm = try_lock(algorithm).unwrap_or_else(|| {
-            stripe.batching_until.store(at().saturating_add(sticky).max(1), Relaxed);
+        let mut feeder = try_lock(algorithm).unwrap_or_else(|| {
+            stripe.batching_until.store(at.saturating_add(sticky), Relaxed);
             algorithm.lock().unwrap_or_else(PoisonError::into_inner)
         });
         let mut new = self.limit.load(Relaxed);
         let mut fed = 0;
         for sample in batch.into_iter().flatten() {
-            new = algorithm.update(now, sample);
+            new = feeder.algorithm.update(now, sample);
             fed += 1;
         }
-        self.account(now, fed);
+        self.account(&mut feeder, at, fed);
         // Other cores' buffers are theirs to feed while they batch (taking
         // them would pull their lines here); a core back to one by one
         // feeds what is left.
-        drop(algorithm);
+        drop(feeder);
         self.publish(now, new);
     }
 
@@ -623,9 +623,9 @@ impl Shared {
     }
 
     pub(crate) fn is_probing(&self) -> bool {
-        self.algorithm
-            .as_ref()
-            .is_some_and(|a| a.lock().unwrap_or_else(PoisonError::into_inner).is_probing())
+        self.algorithm.as_ref().is_some_and(|a| {
+            a.lock().unwrap_or_else(PoisonError::into_inner).algorithm.is_probing()
+        })
     }
 
     pub(crate) fn queue_len(&self) -> usize {
