@@ -94,12 +94,7 @@ where
             .with_timeout(timeout);
         if std::mem::take(&mut self.inner_ready) {
             // The fast path: no request stored, no service cloned.
-            return ResponseFuture::dispatch(
-                &mut self.inner,
-                req,
-                deadline,
-                self.propagate.clone(),
-            );
+            return ResponseFuture::dispatch(&mut self.inner, req, deadline, &self.propagate);
         }
         // Not ready yet: a clone is as good as the instance we hold, and its
         // readiness is awaited in the future.
