@@ -13,19 +13,46 @@ pub(crate) struct Permit {
     // The calling thread's stripe of the limiter: holding it touches no
     // reference count other cores write (see `backpressure_core::stripe`).
     shared: Stripe<Shared>,
-    // Only for adaptive limits: when the permit was taken, and the in-flight
-    // count then with the saturation flag in its top bit (u32: 16 bytes in
-    // all, which keeps the future small). Fixed limits never read the clock.
-    start: Option<(Instant, u32)>,
+    // Only for adaptive limits, and only for a request it measures: when
+    // the permit was taken, and the in-flight count then with the
+    // saturation flag in its top bit. Fixed limits never read the clock.
+    start: Start,
 }
+
+/// [`Permit`]'s measurement: `[nanoseconds since the limiter's epoch + 1,
+/// in-flight bits]`, `[0, 0]` when the request is not measured.
+///
+/// Two plain words rather than an `Option<(Instant, u32)>`: writing `None`
+/// into the `Option` wrote only its niche (4 bytes), and moving the permit
+/// into the response future then read 16 bytes over it, a load the CPU
+/// cannot forward from the smaller store and must wait for (`perf annotate`
+/// on `cargo bench -p backpressure-benches --bench layers --
+/// concurrency/backpressure`: the hottest instruction of the fixed limit).
+type Start = [u64; 2];
+
+const UNMEASURED: Start = [0, 0];
 
 const SATURATED: u32 = 1 << 31;
 
 impl Permit {
     /// A permit just taken. `waited`: it came through the queue.
-    #[inline]
+    ///
+    /// Always inlined, the measurement outlined: built by a call, the
+    /// permit was written to memory and then read back with other widths
+    /// to move it into the response future, a store-forwarding stall that
+    /// cost the fixed limit about a fifth of its time (`perf annotate` on
+    /// `cargo bench -p backpressure-benches --bench layers --
+    /// concurrency/backpressure`).
+    #[inline(always)]
     pub(crate) fn new(shared: Stripe<Shared>, waited: bool) -> Self {
-        let start = if shared.is_adaptive() && shared.should_sample() {
+        let start = if shared.is_adaptive() { Self::start(&shared, waited) } else { UNMEASURED };
+        Permit { shared, start }
+    }
+
+    /// What an adaptive limit measures of a request taking a permit now, if
+    /// it measures this one.
+    fn start(shared: &Shared, waited: bool) -> Start {
+        if shared.should_sample() {
             // One load of the word: permits cores hold in reserve count as
             // in flight (at most a sixteenth of the limit); summing the
             // reserves would read every core's line on every request.
@@ -39,21 +66,23 @@ impl Permit {
                 || shared.counter.has_waiters()
                 || shared.standing.load(Relaxed);
             let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX >> 1).min(SATURATED - 1);
-            Some((Instant::now(), in_flight | if saturated { SATURATED } else { 0 }))
+            let bits = in_flight | if saturated { SATURATED } else { 0 };
+            [shared.since_epoch(Instant::now()).saturating_add(1), u64::from(bits)]
         } else {
-            None
-        };
-        Permit { shared, start }
+            UNMEASURED
+        }
     }
 
     /// Whether the outcome matters (the limit is adaptive).
     #[inline]
     pub(crate) fn wants_outcome(&self) -> bool {
-        self.start.is_some()
+        self.start[0] != 0
     }
 
     fn record(&mut self, dropped: bool, deadline_cut: bool) {
-        if let Some((start, bits)) = self.start.take() {
+        let [at, bits] = std::mem::replace(&mut self.start, UNMEASURED);
+        if at != 0 {
+            let (start, bits) = (self.shared.at_epoch(at - 1), bits as u32);
             let now = Instant::now();
             let sample = Sample {
                 start,
@@ -78,7 +107,7 @@ impl Permit {
         match outcome {
             Outcome::Success => self.record(false, false),
             Outcome::Overloaded => self.record(true, false),
-            Outcome::Failure | Outcome::Ignore => self.start = None,
+            Outcome::Failure | Outcome::Ignore => self.start = UNMEASURED,
         }
     }
 }
@@ -90,13 +119,13 @@ impl Drop for Permit {
     /// says nothing about capacity unless `cancel_is_drop(true)`.
     #[inline]
     fn drop(&mut self) {
-        if self.start.is_some() {
+        if self.wants_outcome() {
             if Deadline::in_expired_scope() {
                 self.record(true, true);
             } else if self.shared.cancel_is_drop {
                 self.record(true, false);
             } else {
-                self.start = None;
+                self.start = UNMEASURED;
             }
         }
         self.shared.release();

@@ -235,6 +235,18 @@ impl Shared {
         self.metrics.count();
     }
 
+    /// Nanoseconds from the limiter's epoch to `at` (0 before it).
+    #[inline]
+    pub(crate) fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `nanos` after the limiter's epoch.
+    pub(crate) fn at_epoch(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    #[inline]
     pub(crate) fn is_adaptive(&self) -> bool {
         self.algorithm.is_some()
     }
@@ -529,8 +541,7 @@ impl Shared {
     pub(crate) fn record(&self, now: Instant, sample: Sample) {
         let Some(algorithm) = &self.algorithm else { return };
         let stripe = &self.samples[thread_stripe(self.samples.len())];
-        let at =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let at = self.since_epoch(now);
         let sticky = u64::try_from(STICKY.as_nanos()).unwrap_or(u64::MAX);
         if stripe.batching_until.load(Relaxed) <= at {
             if let Some(mut feeder) = try_lock(algorithm) {
