@@ -37,12 +37,10 @@ const SATURATED: u32 = 1 << 31;
 impl Permit {
     /// A permit just taken. `waited`: it came through the queue.
     ///
-    /// Always inlined, the measurement outlined: built by a call, the
-    /// permit was written to memory and then read back with other widths
-    /// to move it into the response future, a store-forwarding stall that
-    /// cost the fixed limit about a fifth of its time (`perf annotate` on
-    /// `cargo bench -p backpressure-benches --bench layers --
-    /// concurrency/backpressure`).
+    /// Always inlined, the measurement outlined, so that a permit is built
+    /// where it is used: built by a call, it was written to memory and read
+    /// back in other widths to move it into the response future (a
+    /// store-forwarding stall; see [`Start`]).
     #[inline(always)]
     pub(crate) fn new(shared: Stripe<Shared>, waited: bool) -> Self {
         let start = if shared.is_adaptive() { Self::start(&shared, waited) } else { UNMEASURED };
