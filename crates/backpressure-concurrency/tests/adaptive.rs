@@ -402,3 +402,56 @@ async fn max_sample_every_caps_the_sampling_and_is_validated() {
     drive(&mut svc, 100_000, 200).await;
     assert_eq!(handle.snapshot().sample_every, 4);
 }
+
+/// Keeps every sample it is fed; keeps the limit at 1,000.
+#[derive(Debug)]
+struct Recording(Arc<std::sync::Mutex<Vec<backpressure_concurrency::Sample>>>);
+
+impl LimitAlgorithm for Recording {
+    fn initial_limit(&self) -> usize {
+        1_000
+    }
+
+    fn max_limit(&self) -> usize {
+        1_000
+    }
+
+    fn update(&mut self, _now: Instant, sample: backpressure_concurrency::Sample) -> usize {
+        self.0.lock().unwrap().push(sample);
+        1_000
+    }
+}
+
+/// A measured request's sample says when its permit was taken and how long
+/// it held it, to the nanosecond, also long after the limiter was built:
+/// the permit keeps its start as an offset from the limiter's epoch.
+#[tokio::test(start_paused = true)]
+async fn a_sample_carries_the_permits_start_and_hold_time() {
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let layer =
+        ConcurrencyLimitLayer::builder().adaptive(Recording(Arc::clone(&samples))).build().unwrap();
+    // The request holds its permit for exactly `hold` of paused time (a
+    // timer would round up to its millisecond tick).
+    let mut svc = layer.layer(service_fn(|hold: Duration| async move {
+        tokio::time::advance(hold).await;
+        Ok::<_, BoxError>(())
+    }));
+    tokio::time::advance(Duration::from_secs(3_600) + Duration::from_nanos(7)).await;
+    let mut starts = Vec::new();
+    for hold in [Duration::from_millis(30), Duration::from_nanos(1_234_567)] {
+        starts.push(Instant::now());
+        svc.ready().await.unwrap().call(hold).await.unwrap();
+    }
+    let samples = samples.lock().unwrap();
+    assert_eq!(samples.len(), 2);
+    for ((sample, start), hold) in
+        samples.iter().zip(starts).zip([Duration::from_millis(30), Duration::from_nanos(1_234_567)])
+    {
+        assert_eq!(sample.start, start);
+        assert_eq!(sample.rtt, hold);
+        // Permits a core holds in reserve count as in flight: at most a
+        // sixteenth of the limit.
+        assert!((1..=1 + 1_000 / 16).contains(&sample.in_flight), "{sample:?}");
+        assert!(!sample.dropped && !sample.saturated && !sample.deadline_cut);
+    }
+}
