@@ -137,98 +137,129 @@ where
 {
     type Output = Result<H::Output, BoxError>;
 
+    /// The common case, small enough to be inlined into the caller: a
+    /// dispatched request's inner future, and its output. Every other state
+    /// is outlined into [`ResponseFuture::advance`], which returns a small
+    /// control value (in registers), never the output: a
+    /// `Poll<Result<_, BoxError>>` is 24 bytes and returns through memory,
+    /// written in one width and read in another by the caller (a
+    /// store-forwarding stall: the hottest instruction of `cargo bench -p
+    /// backpressure-benches --bench layers -- concurrency/backpressure`).
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                StateProj::Rejected { error } => {
-                    let error = error.take().unwrap_or_else(|| {
-                        "concurrency limit future polled after completion".into()
-                    });
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(error));
+            if let StateProj::Called { fut } = this.state.as_mut().project() {
+                let result = ready!(fut.poll(cx));
+                if let Some(permit) = this.permit.as_mut()
+                    && permit.wants_outcome()
+                {
+                    permit.complete(this.classify.0.classify(&result));
                 }
-                StateProj::Pending { parked } => {
-                    let mut parked = parked.as_mut().project();
-                    if let Some(waiter) = parked.waiter.as_mut() {
-                        let shared = waiter.shared();
-                        let admitted = match shared.poll_waiter(waiter.slot, cx) {
-                            Poll::Ready(result) => result,
-                            Poll::Pending => {
-                                if let Some(sleep) = parked.sleep.as_mut().as_pin_mut() {
-                                    ready!(sleep.poll(cx));
-                                }
-                                shared.expire_waiter(waiter.slot, waiter.kind)
+                if H::HOLDS {
+                    // The response keeps the permit (e.g. in its body).
+                    let permit = this.permit.take().map(HeldPermit);
+                    this.state.set(State::Done);
+                    return Poll::Ready(match result {
+                        Ok(res) => Ok(this.classify.1.on_response(res, permit)),
+                        Err(e) => Err(e.into()),
+                    });
+                }
+                // Released in place: moving the permit out first costs a
+                // store-forwarding stall that doubled the fast path.
+                *this.permit = None;
+                this.state.set(State::Done);
+                let hold = &this.classify.1;
+                return Poll::Ready(match result {
+                    Ok(res) => Ok(hold.on_response(res, None)),
+                    Err(e) => Err(e.into()),
+                });
+            }
+            match self.as_mut().advance(cx) {
+                Ok(true) => {}
+                Ok(false) => return Poll::Pending,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl<S, Req, C, H> ResponseFuture<S, Req, C, H>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    /// Every state but a dispatched request's: `Ok(true)` once the request
+    /// is dispatched, `Ok(false)` while it waits (for a permit or the inner
+    /// service), `Err` when it fails without a response (rejected, timed
+    /// out in the queue, the inner service failed, polled after the end).
+    #[inline(never)]
+    fn advance(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Result<bool, BoxError> {
+        let mut this = self.as_mut().project();
+        match this.state.as_mut().project() {
+            StateProj::Rejected { error } => {
+                let error = error
+                    .take()
+                    .unwrap_or_else(|| "concurrency limit future polled after completion".into());
+                this.state.set(State::Done);
+                Err(error)
+            }
+            StateProj::Pending { parked } => {
+                let mut parked = parked.as_mut().project();
+                if let Some(waiter) = parked.waiter.as_mut() {
+                    let shared = waiter.shared();
+                    let admitted = match shared.poll_waiter(waiter.slot, cx) {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => {
+                            if let Some(sleep) = parked.sleep.as_mut().as_pin_mut()
+                                && sleep.poll(cx).is_pending()
+                            {
+                                return Ok(false);
                             }
-                        };
-                        // The slot is collected: the waiter has nothing left
-                        // to give back, only its handle on the limiter; the
-                        // timer goes now, not at the call.
-                        let shared = waiter.settle();
-                        *parked.waiter = None;
-                        parked.sleep.set(None);
-                        match admitted {
-                            Ok(()) => *this.permit = Some(Permit::new(shared, true)),
-                            Err(kind) => {
-                                let error = shared.rejected(kind);
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(error.into()));
-                            }
+                            shared.expire_waiter(waiter.slot, waiter.kind)
+                        }
+                    };
+                    // The slot is collected: the waiter has nothing left to
+                    // give back, only its handle on the limiter; the timer
+                    // goes now, not at the call.
+                    let shared = waiter.settle();
+                    *parked.waiter = None;
+                    parked.sleep.set(None);
+                    match admitted {
+                        Ok(()) => *this.permit = Some(Permit::new(shared, true)),
+                        Err(kind) => {
+                            let error = shared.rejected(kind);
+                            this.state.set(State::Done);
+                            return Err(error.into());
                         }
                     }
-                    // Holding a permit: now wait for the inner service.
-                    let svc = parked.svc;
-                    if let Err(e) = ready!(svc.poll_ready(cx)) {
+                }
+                // Holding a permit: now wait for the inner service.
+                let svc = parked.svc;
+                match svc.poll_ready(cx) {
+                    Poll::Pending => return Ok(false),
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => {
                         this.state.set(State::Done);
                         // Not the dependency's answer to a request: no sample.
                         if let Some(permit) = this.permit.as_mut() {
                             permit.complete(backpressure_core::Outcome::Ignore);
                         }
                         *this.permit = None;
-                        return Poll::Ready(Err(e.into()));
+                        return Err(e.into());
                     }
-                    let Some(req) = parked.req.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(
-                            "concurrency limit future polled after a panic".into()
-                        ));
-                    };
-                    let fut = Deadline::scope_opt(*parked.deadline, || svc.call(req));
-                    this.state.set(State::Called { fut });
                 }
-                StateProj::Called { fut } => {
-                    let result = ready!(fut.poll(cx));
-                    if let Some(permit) = this.permit.as_mut()
-                        && permit.wants_outcome()
-                    {
-                        permit.complete(this.classify.0.classify(&result));
-                    }
-                    if H::HOLDS {
-                        // The response keeps the permit (e.g. in its body).
-                        let permit = this.permit.take().map(HeldPermit);
-                        this.state.set(State::Done);
-                        return Poll::Ready(match result {
-                            Ok(res) => Ok(this.classify.1.on_response(res, permit)),
-                            Err(e) => Err(e.into()),
-                        });
-                    }
-                    // Released in place: moving the permit out first costs a
-                    // store-forwarding stall that doubled the fast path.
-                    *this.permit = None;
+                let Some(req) = parked.req.take() else {
                     this.state.set(State::Done);
-                    let hold = &this.classify.1;
-                    return Poll::Ready(match result {
-                        Ok(res) => Ok(hold.on_response(res, None)),
-                        Err(e) => Err(e.into()),
-                    });
-                }
-                StateProj::Done => {
-                    return Poll::Ready(Err(
-                        "concurrency limit future polled after completion".into()
-                    ));
-                }
+                    return Err("concurrency limit future polled after a panic".into());
+                };
+                let fut = Deadline::scope_opt(*parked.deadline, || svc.call(req));
+                this.state.set(State::Called { fut });
+                Ok(true)
             }
+            // Handled by `poll`, which never calls this in that state.
+            StateProj::Called { .. } => Ok(true),
+            StateProj::Done => Err("concurrency limit future polled after completion".into()),
         }
     }
 }
