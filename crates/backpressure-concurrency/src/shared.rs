@@ -201,6 +201,11 @@ impl Shared {
     #[inline]
     fn threshold_at(&self, limit: usize, priority: Priority) -> usize {
         let share = usize::from(self.shares[priority.index()]);
+        // The whole limit (every priority, by default): no arithmetic. The
+        // rounded division below was half of the fast path's own time.
+        if share >= 100 {
+            return limit.max(1);
+        }
         (limit * share).div_ceil(100).max(1).min(limit.max(1))
     }
 
