@@ -76,6 +76,7 @@ fn main() {
             .layer(bare),
     );
     time("rate direct", RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap().layer(bare));
+    time("concurrency fixed", ConcurrencyLimitLayer::new(1000).unwrap().layer(bare));
     let lim = ConcurrencyLimitLayer::builder()
         .limit(1000)
         .priority(PriorityHeader::default())
