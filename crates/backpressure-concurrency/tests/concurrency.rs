@@ -201,6 +201,55 @@ async fn readiness_is_awaited_while_holding_the_permit() {
     assert_eq!(layer.handle().in_flight(), 0);
 }
 
+/// Every way a response future ends (answered, rejected, timed out in the
+/// queue, the inner service failing readiness) answers an error, not a
+/// panic, when polled again, and gives its permit back exactly once.
+#[tokio::test(start_paused = true)]
+async fn a_finished_future_polled_again_errs_and_holds_nothing() {
+    let layer = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(1)
+        .max_wait(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (inner, mut mock) = mock::pair::<u32, u32>();
+    let mut svc = layer.layer(inner);
+    mock.allow(1);
+    assert!(svc.ready().await.is_ok());
+    let mut answered = task::spawn(svc.call(1));
+    assert_pending!(answered.poll());
+    // The permit is taken: one queues (and times out), one is rejected.
+    let mut queued = task::spawn(svc.call(2));
+    assert_pending!(queued.poll());
+    let mut rejected = task::spawn(svc.call(3));
+    assert_eq!(kind(&assert_ready!(rejected.poll()).unwrap_err()), Some(RejectKind::Overloaded));
+    advance(Duration::from_millis(11)).await;
+    assert_eq!(kind(&assert_ready!(queued.poll()).unwrap_err()), Some(RejectKind::QueueTimeout));
+    let (_, respond) = mock.next_request().await.unwrap();
+    respond.send_response(10);
+    assert_eq!(assert_ready!(answered.poll()).unwrap(), 10);
+    assert_eq!((handle.in_flight(), handle.queued()), (0, 0));
+    for (name, fut) in
+        [("answered", &mut answered), ("queued", &mut queued), ("rejected", &mut rejected)]
+    {
+        let err = assert_ready!(fut.poll()).expect_err(name);
+        assert_eq!(kind(&err), None, "{name}: {err}");
+        assert!(err.to_string().contains("after completion"), "{name}: {err}");
+    }
+    // Readiness failed while holding the permit: the error, then nothing.
+    mock.allow(0);
+    let mut failed = task::spawn(svc.call(4));
+    assert_pending!(failed.poll());
+    assert_eq!(handle.in_flight(), 1);
+    drop(mock);
+    let err = assert_ready!(failed.poll()).expect_err("the inner service is gone");
+    assert_eq!(kind(&err), None, "{err}");
+    assert_eq!(handle.in_flight(), 0, "the permit went back with the error");
+    assert!(assert_ready!(failed.poll()).is_err());
+    assert_eq!((handle.in_flight(), handle.queued()), (0, 0));
+}
+
 /// Serves `n` queued requests one at a time and returns their order.
 async fn service_order(discipline: Discipline, gap: Duration) -> Vec<u32> {
     let layer = ConcurrencyLimitLayer::builder()
