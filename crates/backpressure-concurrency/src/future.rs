@@ -137,14 +137,14 @@ where
 {
     type Output = Result<H::Output, BoxError>;
 
-    /// The common case, small enough to be inlined into the caller: a
-    /// dispatched request's inner future, and its output. Every other state
-    /// is outlined into [`ResponseFuture::advance`], which returns a small
-    /// control value (in registers), never the output: a
-    /// `Poll<Result<_, BoxError>>` is 24 bytes and returns through memory,
-    /// written in one width and read in another by the caller (a
-    /// store-forwarding stall: the hottest instruction of `cargo bench -p
-    /// backpressure-benches --bench layers -- concurrency/backpressure`).
+    // The common case, small enough to be inlined into the caller: a
+    // dispatched request's inner future, and its output. Every other state
+    // is outlined into `ResponseFuture::advance`, which returns a small
+    // control value (in registers), never the output: a
+    // `Poll<Result<_, BoxError>>` is 24 bytes and returns through memory,
+    // written in one width and read in another by the caller (a
+    // store-forwarding stall: the hottest instruction of `cargo bench -p
+    // backpressure-benches --bench layers -- concurrency/backpressure`).
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
