@@ -62,8 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::Serving).await;
     // respond -> timeout (honours grpc-timeout) -> rate limit (20 at once,
-    // 10/s; for the whole server here) -> priority shedding -> adaptive
-    // concurrency limit.
+    // 10/s; for the whole server here) -> adaptive concurrency limit (no
+    // priority header named, so no priority shedding).
     let preset = ServerPreset::new()
         .rate_limit(RateLimitLayer::builder(Quota::per_second(10).burst(20)).build()?);
     let listener =

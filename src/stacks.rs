@@ -188,7 +188,10 @@ impl Stack {
 
 /// The server preset's layers, in its order, on the simulated request:
 /// timeout → priority-aware shedding on the limiter's pressure →
-/// concurrency limit with a bounded queue.
+/// concurrency limit with a bounded queue. The shedder is the one
+/// `ServerPreset::priority_header` adds: the lab's jobs carry priorities
+/// (its floods are sheddable), as requests do once the preset reads a
+/// header.
 fn ours<P, B>(
     timeout: Duration,
     limit: ConcurrencyLimitLayer<P>,

@@ -321,3 +321,113 @@ async fn rate_limit_rejections_carry_the_policy_legacy_headers_and_a_custom_body
     assert_eq!(header("content-type").as_deref(), Some("application/problem+json"));
     assert_eq!(res.body(), r#"{"status":429,"detail":"rate_limited"}"#);
 }
+
+/// With no priority header every request has the same priority, and the
+/// preset's queue holds as many requests as it was given. The first version
+/// put a priority shedder in front of the limit all the same: it shed the
+/// default priority in the queue's last tenth (kept for `critical-plus`,
+/// which no request could have), so a queue of 100 turned requests away
+/// from about 90 on.
+#[tokio::test(start_paused = true)]
+async fn without_a_priority_header_the_queue_holds_every_slot_it_was_given() {
+    use tower::{Layer, ServiceExt};
+
+    let concurrency = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(100)
+        .max_wait(Duration::from_secs(1))
+        .priority(PriorityHeader::default())
+        .classify(HttpClassify)
+        .build()
+        .unwrap();
+    let preset = ServerPreset::with_concurrency(concurrency, Duration::from_secs(5)).unwrap();
+    let handle = preset.concurrency_handle();
+    let svc = preset.layer(tower::service_fn(|_: http::Request<String>| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    }));
+    let mut tasks = Vec::new();
+    for _ in 0..101 {
+        tasks.push(tokio::spawn(svc.clone().oneshot(http::Request::new(String::new()))));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(handle.in_flight(), 1);
+    assert_eq!(handle.queued(), 100, "every queue slot in use, none shed");
+    let turned_away = svc.clone().oneshot(http::Request::new(String::new())).await.unwrap();
+    assert_eq!(turned_away.status(), 503, "the queue is full");
+    assert!(tasks.iter().all(|t| !t.is_finished()), "nobody queued was answered early");
+}
+
+/// A limit that reads a priority header, handed to `with_concurrency`: the
+/// preset would have no shedder reading it, so it refuses, naming the field
+/// and the way to do it.
+#[test]
+fn a_limit_reading_a_priority_header_goes_through_priority_header() {
+    let name = http::HeaderName::from_static("x-internal-priority");
+    let header = PriorityHeader::new(name, backpressure::core::Priority::Critical);
+    let limit = |priority: PriorityHeader| {
+        ConcurrencyLimitLayer::builder()
+            .limit(4)
+            .priority(priority)
+            .classify(HttpClassify)
+            .build()
+            .unwrap()
+    };
+    let err =
+        ServerPreset::with_concurrency(limit(header.clone()), Duration::from_secs(5)).unwrap_err();
+    assert_eq!(err.field(), "priority");
+    assert!(err.to_string().contains("x-internal-priority"), "{err}");
+    assert!(err.to_string().contains("priority_header"), "{err}");
+    let preset =
+        ServerPreset::with_concurrency(limit(PriorityHeader::default()), Duration::from_secs(5))
+            .unwrap()
+            .priority_header(header);
+    assert_eq!(
+        preset.priority_source().header_name().map(|n| n.as_str()),
+        Some("x-internal-priority")
+    );
+}
+
+/// Naming a priority header adds the shedder: with the permit taken and a
+/// tenth of the queue used, sheddable work is turned away at once while
+/// the default priority still queues.
+#[tokio::test(start_paused = true)]
+async fn a_priority_header_adds_a_shedder_that_reads_it() {
+    use tower::{Layer, ServiceExt};
+
+    let concurrency = ConcurrencyLimitLayer::builder()
+        .limit(1)
+        .max_queue(100)
+        .priority(PriorityHeader::default())
+        .classify(HttpClassify)
+        .build()
+        .unwrap();
+    let name = http::HeaderName::from_static("x-internal-priority");
+    let preset = ServerPreset::with_concurrency(concurrency, Duration::from_secs(5))
+        .unwrap()
+        .priority_header(PriorityHeader::new(name, backpressure::core::Priority::Critical));
+    let handle = preset.concurrency_handle();
+    let svc = preset.layer(tower::service_fn(|_: http::Request<String>| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    }));
+    let req = |priority: &str| {
+        http::Request::builder()
+            .header("x-internal-priority", priority)
+            .body(String::new())
+            .unwrap()
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..11 {
+        tasks.push(tokio::spawn(svc.clone().oneshot(req("critical"))));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!((handle.in_flight(), handle.queued()), (1, 10));
+    let start = tokio::time::Instant::now();
+    let shed = svc.clone().oneshot(req("sheddable")).await.unwrap();
+    assert_eq!(shed.status(), 503, "shed at a tenth of the queue");
+    assert_eq!(start.elapsed(), Duration::ZERO, "at once, not after a wait in the queue");
+    tasks.push(tokio::spawn(svc.clone().oneshot(req("critical"))));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.queued(), 11, "the default priority still queues");
+}

@@ -157,11 +157,24 @@ fn bench_preset(c: &mut Criterion) {
             .service(bare);
         b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
     });
-    // The preset as `ServerPreset::new()` builds it: respond, timeout, shed
-    // and the adaptive limit (the rate limit and the breaker are opt-in).
+    // The preset as `ServerPreset::new()` builds it: respond, timeout and
+    // the adaptive limit (the rate limit and the breaker are opt-in, and so
+    // is the shedder, with a priority header).
     let default = ServerPreset::new().deadline_extension(false);
     group.bench_function("backpressure_default", |b| {
         let mut svc = default.clone().layer(bare);
+        b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
+    });
+    // With a priority header named: the shedder joins, and the header is
+    // looked up (absent here: the default priority).
+    let prioritised = ServerPreset::new().deadline_extension(false).priority_header(
+        backpressure::http::PriorityHeader::new(
+            http::HeaderName::from_static("x-internal-priority"),
+            backpressure::core::Priority::Critical,
+        ),
+    );
+    group.bench_function("backpressure_priority_header", |b| {
+        let mut svc = prioritised.clone().layer(bare);
         b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
     });
     // Each layer of the default preset alone on the same request, beside

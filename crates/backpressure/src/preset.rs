@@ -9,7 +9,7 @@ use backpressure_concurrency::{
 };
 use backpressure_core::{ConfigError, CurrentDeadline, HttpClassify};
 use backpressure_http::{Internal, PriorityHeader, Respond, RespondLayer};
-use backpressure_shed::{LoadShed, LoadShedLayer};
+use backpressure_shed::LoadShedLayer;
 use backpressure_timeout::{HttpDeadline, Timeout, TimeoutLayer};
 use tower_layer::{Identity, Layer};
 
@@ -27,7 +27,8 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 ///    honouring an incoming `grpc-timeout`;
 /// 3. **rate limit** (optional, [`rate_limit`](Self::rate_limit)) — per
 ///    client, the cheapest rejection first;
-/// 4. **load shed** — by priority, on the concurrency limit's occupancy;
+/// 4. **load shed** (with [`priority_header`](Self::priority_header)) — by
+///    priority, on the concurrency limit's occupancy;
 /// 5. **concurrency limit** — adaptive (Gradient2) by default, with a bounded
 ///    queue that never waits past the deadline;
 /// 6. **circuit breaker** (optional, [`breaker`](Self::breaker));
@@ -46,7 +47,13 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 ///   everybody else.
 /// - *shed above the limiter*: it reads the limiter's occupancy and drops
 ///   low-priority work before it takes a queue slot; below it, shed
-///   requests would already have waited for a permit.
+///   requests would already have waited for a permit. *No shedder without
+///   priorities*: with every request at one priority a priority shedder has
+///   nothing to choose between, and only shortens the queue (the default
+///   ramps shed the default priority in the queue's last tenth, kept for
+///   `critical-plus`); the queue's own bound does that job, and the layer it
+///   saves is a sixth of the preset's cost per request (`cargo bench -p
+///   backpressure-benches --bench layers -- preset/`).
 /// - *breaker innermost*: it judges the dependency, so it must only see
 ///   requests that reached it; above the limiter it would count our own
 ///   queue timeouts and overload rejections as the dependency's failures
@@ -93,11 +100,11 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 /// Nothing a client sends, by default:
 ///
 /// - **priority**: the preset reads no header; every request has the
-///   default priority (`Critical`), and the shedder and the limiter agree on
-///   it. [`priority_header`](ServerPreset::priority_header) opts in to a
-///   header *you* name, for the shedder and the limiter at once — choose
-///   one only your own services can set (not `priority`, which is RFC
-///   9218's and which browsers send);
+///   default priority (`Critical`), and there is no shedder.
+///   [`priority_header`](ServerPreset::priority_header) opts in to a
+///   header *you* name, for the limiter and a shedder it adds in front of
+///   it — choose one only your own services can set (not `priority`, which
+///   is RFC 9218's and which browsers send);
 /// - **rate-limit keys**: `ClientIp::peer()` is the connection's address;
 ///   forwarding headers count only as far as you trust them (see
 ///   `backpressure::http::ClientIp`), and IPv6 clients are grouped by /64
@@ -120,15 +127,24 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 /// # Ok(())
 /// # }
 /// ```
+///
+/// The type parameters are the layers you chose: `R` the rate limit, `B`
+/// the breaker, `H` what holds the permit, `E` the error responses, `L` the
+/// shedder ([`PresetShed`] once a priority header is named; [`Identity`],
+/// none, until then).
 #[derive(Debug, Clone)]
-pub struct ServerPreset<R = Identity, B = Identity, H = Release, E = Internal> {
+pub struct ServerPreset<R = Identity, B = Identity, H = Release, E = Internal, L = Identity> {
     respond: RespondLayer<E>,
     timeout: TimeoutLayer<(), HttpDeadline>,
     rate: R,
-    shed: LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>,
+    shed: L,
     concurrency: ConcurrencyLimitLayer<PriorityHeader, CurrentDeadline, HttpClassify, H>,
     breaker: B,
 }
+
+/// The shedder [`ServerPreset::priority_header`] adds: by priority, on the
+/// concurrency limit's occupancy, reading the limit's header.
+pub type PresetShed = LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>;
 
 /// [`ServerPreset::new`]: the defaults.
 impl Default for ServerPreset {
@@ -142,10 +158,10 @@ impl ServerPreset {
     /// (Gradient2) limit starting at 20 with a queue of 100 and waits of at
     /// most 1 s, cut to about 5 ms while the queue stands under sustained
     /// overload (the default CoDel [`Discipline`](crate::concurrency::Discipline));
-    /// every request at the default priority (no header is read
-    /// until you opt in with [`priority_header`](Self::priority_header));
-    /// shedding on the limit's occupancy. No rate limit and no breaker until
-    /// you add them.
+    /// every request at the default priority (no header is read, and
+    /// nothing is shed by priority, until you opt in with
+    /// [`priority_header`](Self::priority_header)). No rate limit and no
+    /// breaker until you add them.
     pub fn new() -> Self {
         let concurrency = ConcurrencyLimitLayer::builder()
             .adaptive(Gradient2::new())
@@ -169,20 +185,31 @@ impl ServerPreset {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `timeout` if it is zero.
+    /// A [`ConfigError`] naming `timeout` if it is zero, or naming
+    /// `priority` if the limit reads a priority header: name it with
+    /// [`priority_header`](Self::priority_header) instead, which gives the
+    /// shedder the same header (a preset without a shedder would silently
+    /// never shed by it).
     pub fn with_concurrency(
         concurrency: PresetConcurrency,
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
-        // One priority source for the shedder and the limiter: the one the
-        // limit was built with (the first version gave the shedder its own
-        // `priority` header whatever the limit read).
-        let shed = shedder(&concurrency)?;
+        if let Some(name) = concurrency.priority_source().header_name() {
+            return Err(ConfigError::new(
+                "server-preset",
+                "priority",
+                format!(
+                    "is read from the `{name}` header by the concurrency limit alone: build the \
+                     limit without a header and name it with ServerPreset::priority_header, \
+                     which sheds by it too"
+                ),
+            ));
+        }
         let preset = ServerPreset {
             respond: RespondLayer::new(),
             timeout: TimeoutLayer::new(timeout)?.propagate(HttpDeadline::server()),
             rate: Identity::new(),
-            shed,
+            shed: Identity::new(),
             concurrency,
             breaker: Identity::new(),
         };
@@ -191,26 +218,34 @@ impl ServerPreset {
     }
 }
 
-fn shedder<H>(
-    concurrency: &ConcurrencyLimitLayer<PriorityHeader, CurrentDeadline, HttpClassify, H>,
-) -> Result<LoadShedLayer<ConcurrencyLimitHandle, PriorityHeader>, ConfigError> {
-    LoadShedLayer::builder(concurrency.handle())
-        .priority(concurrency.priority_source().clone())
-        .name("server")
-        .build()
-}
-
-impl<R, B, H, E> ServerPreset<R, B, H, E> {
-    /// Reads request priorities from `header`, for the shedder and the
-    /// limiter alike. Opt in only with a header that outside clients cannot
-    /// set (one your proxy strips, or one only your own services send): a
-    /// client that can set it can declare itself `critical-plus`, is never
-    /// shed on occupancy, and evicts queued requests.
+impl<R, B, H, E, L> ServerPreset<R, B, H, E, L> {
+    /// Reads request priorities from `header`, for the limiter and for a
+    /// shedder this adds in front of it (by priority, on the limit's
+    /// occupancy: sheddable work goes first as the permits run out; see
+    /// [`Thresholds`](crate::shed::Thresholds)). Opt in only with a header
+    /// that outside clients cannot set (one your proxy strips, or one only
+    /// your own services send): a client that can set it can declare itself
+    /// `critical-plus`, is never shed on occupancy, and evicts queued
+    /// requests.
     #[must_use]
-    pub fn priority_header(self, header: PriorityHeader) -> Self {
+    pub fn priority_header(self, header: PriorityHeader) -> ServerPreset<R, B, H, E, PresetShed> {
         let concurrency = self.concurrency.with_priority(header);
-        let shed = shedder(&concurrency).expect("the shedder's defaults are valid");
-        ServerPreset { concurrency, shed, ..self }
+        // One priority source for the shedder and the limiter: the one the
+        // limit reads (the first version gave the shedder its own
+        // `priority` header whatever the limit read).
+        let shed = LoadShedLayer::builder(concurrency.handle())
+            .priority(concurrency.priority_source().clone())
+            .name("server")
+            .build()
+            .expect("the shedder's defaults are valid");
+        ServerPreset {
+            respond: self.respond,
+            timeout: self.timeout,
+            rate: self.rate,
+            shed,
+            concurrency,
+            breaker: self.breaker,
+        }
     }
 
     /// Where request priorities come from (by default, nowhere: every
@@ -227,7 +262,7 @@ impl<R, B, H, E> ServerPreset<R, B, H, E> {
     ///
     /// [`OnError`]: backpressure_http::OnError
     /// [`OnError::on_rejection`]: backpressure_http::OnError::on_rejection
-    pub fn on_error<E2>(self, on_error: E2) -> ServerPreset<R, B, H, E2> {
+    pub fn on_error<E2>(self, on_error: E2) -> ServerPreset<R, B, H, E2, L> {
         ServerPreset {
             respond: self.respond.on_error(on_error),
             timeout: self.timeout,
@@ -251,7 +286,7 @@ impl<R, B, H, E> ServerPreset<R, B, H, E> {
     /// admitted responses too, pass
     /// `ServiceBuilder::new().layer(RateLimitHeadersLayer::new()).layer(rate)`
     /// with `rate` built with `publish_admitted(true)`.
-    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B, H, E> {
+    pub fn rate_limit<R2>(self, rate: R2) -> ServerPreset<R2, B, H, E, L> {
         ServerPreset {
             respond: self.respond,
             timeout: self.timeout,
@@ -263,7 +298,7 @@ impl<R, B, H, E> ServerPreset<R, B, H, E> {
     }
 
     /// Adds a circuit breaker (innermost).
-    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2, H, E> {
+    pub fn breaker<B2>(self, breaker: B2) -> ServerPreset<R, B2, H, E, L> {
         ServerPreset {
             respond: self.respond,
             timeout: self.timeout,
@@ -297,7 +332,7 @@ impl<R, B, H, E> ServerPreset<R, B, H, E> {
     /// been sent or dropped, for streaming responses and server-sent events
     /// (tower-http#447); see
     /// [`ConcurrencyLimitLayer::hold_until_body_end`].
-    pub fn hold_until_body_end(self) -> ServerPreset<R, B, HoldUntilBodyEnd, E> {
+    pub fn hold_until_body_end(self) -> ServerPreset<R, B, HoldUntilBodyEnd, E, L> {
         ServerPreset {
             respond: self.respond,
             timeout: self.timeout,
@@ -326,16 +361,14 @@ impl<R, B, H, E> ServerPreset<R, B, H, E> {
     }
 }
 
-type Inner<B, S, H> = LoadShed<
-    ConcurrencyLimit<<B as Layer<S>>::Service, PriorityHeader, CurrentDeadline, HttpClassify, H>,
-    ConcurrencyLimitHandle,
-    PriorityHeader,
->;
+type Limited<B, S, H> =
+    ConcurrencyLimit<<B as Layer<S>>::Service, PriorityHeader, CurrentDeadline, HttpClassify, H>;
 
-impl<S, R, B, H: Clone, E: Clone> Layer<S> for ServerPreset<R, B, H, E>
+impl<S, R, B, H: Clone, E: Clone, L> Layer<S> for ServerPreset<R, B, H, E, L>
 where
     B: Layer<S>,
-    R: Layer<Inner<B, S, H>>,
+    L: Layer<Limited<B, S, H>>,
+    R: Layer<L::Service>,
 {
     type Service = Respond<Timeout<R::Service, (), HttpDeadline>, E>;
 
