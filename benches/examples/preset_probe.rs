@@ -66,6 +66,9 @@ fn main() {
             .timeout(Duration::from_secs(1))
             .service(bare),
     );
+    time("tower timeout", ServiceBuilder::new().timeout(Duration::from_secs(1)).service(bare));
+    time("tower limit", ServiceBuilder::new().concurrency_limit(1000).service(bare));
+    time("tower shed", ServiceBuilder::new().load_shed().service(bare));
     time("respond", RespondLayer::new().layer(bare));
     time("timeout local", TimeoutLayer::new(Duration::from_secs(1)).unwrap().layer(bare));
     time(

@@ -148,6 +148,7 @@ impl Deadline {
     }
 
     /// The earlier of two optional deadlines.
+    #[inline]
     pub fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
         min_instant(a.map(|d| d.0), b.map(|d| d.0)).map(Deadline)
     }

@@ -145,6 +145,7 @@ impl HttpDeadline {
 
 #[cfg(feature = "http")]
 impl<B> Propagate<http::Request<B>> for HttpDeadline {
+    #[inline]
     fn incoming(&self, req: &http::Request<B>) -> Option<Deadline> {
         let from_extension = req.extensions().get::<Deadline>().copied();
         let from_header = if self.read_grpc_timeout {
@@ -166,6 +167,7 @@ impl<B> Propagate<http::Request<B>> for HttpDeadline {
         Deadline::earliest(Deadline::earliest(from_extension, from_header), from_custom)
     }
 
+    #[inline]
     fn outgoing(&self, req: &mut http::Request<B>, deadline: impl FnOnce() -> Deadline) {
         if !self.insert_extension && !self.write_grpc_timeout {
             return;
