@@ -13,9 +13,9 @@
 //! - `none`: the backend alone (its driver queue is unbounded);
 //! - `tower`: tower's best hand-tuned stack, `LoadShed -> ConcurrencyLimit(20)
 //!   -> Timeout(1 s)`, with the limit set to exactly the pool size;
-//! - `fixed`: the server preset's layers in its order — timeout (1 s) ->
-//!   priority-aware shedding -> concurrency limit 20 with the default
-//!   (CoDel) queue of 100;
+//! - `fixed`: the server preset's layers in its order, with priorities —
+//!   timeout (1 s) -> priority-aware shedding (as `priority_header` adds
+//!   it) -> concurrency limit 20 with the default (CoDel) queue of 100;
 //! - `adaptive`: the same with the preset's untuned `Gradient2` limit, which
 //!   must find the capacity itself.
 //!

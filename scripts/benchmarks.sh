@@ -11,6 +11,14 @@ mkdir -p "$out"
 
 echo "==> criterion benches (layers, scaling, rate, redis)"
 cargo bench -p backpressure-benches 2>&1 | tee "$out/criterion.txt" | grep -E '^[a-z_]+/|time:' || true
+echo "==> instructions per request (callgrind; deterministic where timings are not)"
+if command -v valgrind >/dev/null; then
+    scripts/instructions.sh bare tower3 "tower timeout" "tower limit" "tower shed" respond \
+        "timeout http server noext" "concurrency fixed prio" "preset fixed noext" \
+        | tee "$out/instructions.txt"
+else
+    echo "valgrind not installed (apt-get install valgrind): skipped" | tee "$out/instructions.txt"
+fi
 echo "==> Redis store: checks in flight, and a Redis that hangs or is down"
 cargo run -q --release -p backpressure-benches --example redis_throughput 2>&1 | tee "$out/redis-throughput.txt"
 cargo test -q -p backpressure-redis --features testing --test redis -- --nocapture --test-threads 1 \
