@@ -132,8 +132,9 @@ w("")
 instructions = [l for l in text("instructions.txt").splitlines() if "per request" in l]
 if instructions:
     w("Instructions and `memcpy` calls per request, counted by callgrind")
-    w("(`scripts/instructions.sh`, rows of `benches/examples/preset_probe.rs`; the fixed-limit")
-    w("preset, as the adaptive limit's sampling follows the wall clock, which valgrind slows).")
+    w("(`scripts/instructions.sh`, rows of `benches/examples/preset_probe.rs`: `u64` rows on")
+    w("a `u64` request, the others on `http::Request<()>`; the fixed-limit preset, as the")
+    w("adaptive limit's sampling follows the wall clock, which valgrind slows).")
     w("Deterministic where the timings above move by 20 % between runs on a shared VM, but")
     w("not time: tower's timeout reads the clock, which costs more than its instruction")
     w("count, and each `memcpy` of the 224-byte request also stalls the loads that follow.\n")

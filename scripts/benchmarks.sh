@@ -13,7 +13,9 @@ echo "==> criterion benches (layers, scaling, rate, redis)"
 cargo bench -p backpressure-benches 2>&1 | tee "$out/criterion.txt" | grep -E '^[a-z_]+/|time:' || true
 echo "==> instructions per request (callgrind; deterministic where timings are not)"
 if command -v valgrind >/dev/null; then
-    scripts/instructions.sh bare tower3 "tower timeout" "tower limit" "tower shed" respond \
+    scripts/instructions.sh "u64 bare" "u64 tower limit" "u64 concurrency fixed" \
+        "u64 tower timeout" "u64 timeout" \
+        bare tower3 "tower timeout" "tower limit" "tower shed" respond \
         "timeout http server noext" "concurrency fixed prio" "preset fixed noext" \
         | tee "$out/instructions.txt"
 else

@@ -50,6 +50,28 @@ where
     );
 }
 
+/// `time` on a `u64` request: the layers' own cost, without moving the
+/// 224-byte `http::Request` (the criterion groups other than `preset`).
+fn time_u64<S: Service<u64>>(name: &str, mut svc: S)
+where
+    S::Error: std::fmt::Debug,
+{
+    if std::env::args().nth(1).is_some_and(|only| !name.contains(&only)) {
+        return;
+    }
+    let _ = backpressure_benches::ready_now(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    for _ in 0..100_000 {
+        let _ = call_now(&mut svc, 1);
+    }
+    let n: u32 =
+        std::env::var("PROBE_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000_000);
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = black_box(call_now(&mut svc, black_box(1)));
+    }
+    println!("{name:<40} {:>7.1} ns", t.elapsed().as_nanos() as f64 / f64::from(n));
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _ctx = rt.enter();
@@ -57,6 +79,15 @@ fn main() {
         service_fn(
             |_r: http::Request<()>| async move { Ok::<_, Infallible>(http::Response::new(())) },
         );
+    let bare_u64 = service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) });
+    time_u64("u64 bare", bare_u64);
+    time_u64("u64 tower limit", ServiceBuilder::new().concurrency_limit(1000).service(bare_u64));
+    time_u64("u64 concurrency fixed", ConcurrencyLimitLayer::new(1000).unwrap().layer(bare_u64));
+    time_u64(
+        "u64 tower timeout",
+        ServiceBuilder::new().timeout(Duration::from_secs(1)).service(bare_u64),
+    );
+    time_u64("u64 timeout", TimeoutLayer::new(Duration::from_secs(1)).unwrap().layer(bare_u64));
     time("bare", bare);
     time(
         "tower3",
