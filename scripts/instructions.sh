@@ -7,7 +7,7 @@
 #
 #   scripts/instructions.sh "tower3" "preset fixed noext" "timeout http server noext"
 #
-# A row is every probe row whose name contains the argument (see
+# Each argument is the exact name of a probe row (see
 # benches/examples/preset_probe.rs). Each is run twice (100k and 200k timed
 # calls after the same warm-up); the difference over 100k is per request.
 # Needs valgrind (Debian package `valgrind`).
@@ -22,7 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 for row in "$@"; do
     for n in 100000 200000; do
         PROBE_CALLS=$n valgrind --tool=callgrind --callgrind-out-file="$tmp/$n.out" \
-            "$probe" "$row" >/dev/null 2>&1
+            "$probe" "=$row" >/dev/null 2>&1
     done
     python3 - "$row" "$tmp/100000.out" "$tmp/200000.out" <<'PY'
 import re, subprocess, sys

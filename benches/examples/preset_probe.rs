@@ -23,53 +23,52 @@ use backpressure::{
 use backpressure_benches::call_now;
 use tower::{Layer, Service, ServiceBuilder, service_fn};
 
-fn time<S: Service<http::Request<()>>>(name: &str, mut svc: S)
+fn time<S: Service<http::Request<()>>>(name: &str, svc: S)
+where
+    S::Error: std::fmt::Debug,
+{
+    time_with(name, svc, || http::Request::new(()));
+}
+
+/// `time` on a `u64` request: the layers' own cost, without moving the
+/// 224-byte `http::Request` (the criterion groups other than `preset`).
+fn time_u64<S: Service<u64>>(name: &str, svc: S)
+where
+    S::Error: std::fmt::Debug,
+{
+    time_with(name, svc, || 1);
+}
+
+fn time_with<Req, S: Service<Req>>(name: &str, mut svc: S, req: impl Fn() -> Req)
 where
     S::Error: std::fmt::Debug,
 {
     // `preset_probe <substring>` times only the rows whose name contains it
-    // (for `perf record`); `PROBE_CALLS` sets the timed calls (2M).
-    if std::env::args().nth(1).is_some_and(|only| !name.contains(&only)) {
+    // (for `perf record`), `preset_probe =<name>` only the row of that name
+    // (`bare` is in `u64 bare`); `PROBE_CALLS` sets the timed calls (2M).
+    let selected = |only: String| match only.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(&only),
+    };
+    if std::env::args().nth(1).is_some_and(|only| !selected(only)) {
         return;
     }
     // The future of one call, readied first (as `call_now` does).
     let _ = backpressure_benches::ready_now(std::future::poll_fn(|cx| svc.poll_ready(cx)));
-    let size = std::mem::size_of_val(&svc.call(http::Request::new(())));
+    let size = std::mem::size_of_val(&svc.call(req()));
     for _ in 0..100_000 {
-        let _ = call_now(&mut svc, http::Request::new(()));
+        let _ = call_now(&mut svc, req());
     }
     let n: u32 =
         std::env::var("PROBE_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000_000);
     let t = Instant::now();
     for _ in 0..n {
-        let _ = black_box(call_now(&mut svc, black_box(http::Request::new(()))));
+        let _ = black_box(call_now(&mut svc, black_box(req())));
     }
     println!(
         "{name:<40} {:>7.1} ns   response future {size:>5} B",
         t.elapsed().as_nanos() as f64 / f64::from(n)
     );
-}
-
-/// `time` on a `u64` request: the layers' own cost, without moving the
-/// 224-byte `http::Request` (the criterion groups other than `preset`).
-fn time_u64<S: Service<u64>>(name: &str, mut svc: S)
-where
-    S::Error: std::fmt::Debug,
-{
-    if std::env::args().nth(1).is_some_and(|only| !name.contains(&only)) {
-        return;
-    }
-    let _ = backpressure_benches::ready_now(std::future::poll_fn(|cx| svc.poll_ready(cx)));
-    for _ in 0..100_000 {
-        let _ = call_now(&mut svc, 1);
-    }
-    let n: u32 =
-        std::env::var("PROBE_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000_000);
-    let t = Instant::now();
-    for _ in 0..n {
-        let _ = black_box(call_now(&mut svc, black_box(1)));
-    }
-    println!("{name:<40} {:>7.1} ns", t.elapsed().as_nanos() as f64 / f64::from(n));
 }
 
 fn main() {
