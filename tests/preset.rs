@@ -40,6 +40,10 @@ async fn serve(app: Router) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_preset_drops_into_an_axum_router() {
     let preset = ServerPreset::new()
+        .priority_header(PriorityHeader::new(
+            http::HeaderName::from_static("x-internal-priority"),
+            backpressure::core::Priority::Critical,
+        ))
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(3).burst(3))
                 .keyed(ClientIp::peer())
