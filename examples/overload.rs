@@ -31,7 +31,12 @@
 //!
 //! `--real` runs the plain sweep over real HTTP instead: the same backend
 //! behind an axum server on loopback, driven by a hyper client in the same
-//! process, for `--duration` seconds per run (default 3) in wall-clock time.
+//! process, for `--duration` seconds per run (default 10, as the simulated
+//! lab's) in wall-clock time. Shorter runs overstate the p99 of a queueing
+//! stack: CoDel lets a queue stand for its first interval (100 ms) before
+//! it acts, and in 3 s runs those first 100 ms were the slowest 3 % of the
+//! answers (ours at 2× and 5×: p99 56–77 ms over 3 s, 20–32 ms over 10 and
+//! 12 s; BENCHMARKS.md).
 
 #[path = "overload/real.rs"]
 mod real;
@@ -321,7 +326,7 @@ fn main() {
         // Real HTTP on two cores: 20x (40,000 requests/s) measures the load
         // generator, not the server. Default to 1x, 2x and 5x.
         let loads = args.loads.clone().unwrap_or_else(|| vec![1.0, 2.0, 5.0]);
-        real::main(args.duration.unwrap_or(Duration::from_secs(3)), &loads, &args.stacks);
+        real::main(args.duration.unwrap_or(Duration::from_secs(10)), &loads, &args.stacks);
         return;
     }
     let lab = Lab::new(args.duration.unwrap_or(Duration::from_secs(10)), args.seed);
