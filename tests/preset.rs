@@ -37,13 +37,18 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// The priority header a server opts in to: one only its own services set.
+fn internal_priority() -> PriorityHeader {
+    PriorityHeader::new(
+        http::HeaderName::from_static("x-internal-priority"),
+        backpressure::core::Priority::Critical,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_preset_drops_into_an_axum_router() {
     let preset = ServerPreset::new()
-        .priority_header(PriorityHeader::new(
-            http::HeaderName::from_static("x-internal-priority"),
-            backpressure::core::Priority::Critical,
-        ))
+        .priority_header(internal_priority())
         .rate_limit(
             RateLimitLayer::builder(Quota::per_minute(3).burst(3))
                 .keyed(ClientIp::peer())
@@ -261,9 +266,7 @@ async fn a_client_cannot_claim_top_priority_by_default() {
 
     // The server opts in, with a header of its own choosing: then it counts,
     // for the limiter and the shedder alike.
-    let name = http::HeaderName::from_static("x-internal-priority");
-    let opted = ServerPreset::new()
-        .priority_header(PriorityHeader::new(name, backpressure::core::Priority::Critical));
+    let opted = ServerPreset::new().priority_header(internal_priority());
     assert_eq!(
         opted.priority_source().header_name().map(|n| n.as_str()),
         Some("x-internal-priority")
@@ -367,8 +370,7 @@ async fn without_a_priority_header_the_queue_holds_every_slot_it_was_given() {
 /// and the way to do it.
 #[test]
 fn a_limit_reading_a_priority_header_goes_through_priority_header() {
-    let name = http::HeaderName::from_static("x-internal-priority");
-    let header = PriorityHeader::new(name, backpressure::core::Priority::Critical);
+    let header = internal_priority();
     let limit = |priority: PriorityHeader| {
         ConcurrencyLimitLayer::builder()
             .limit(4)
@@ -406,10 +408,9 @@ async fn a_priority_header_adds_a_shedder_that_reads_it() {
         .classify(HttpClassify)
         .build()
         .unwrap();
-    let name = http::HeaderName::from_static("x-internal-priority");
     let preset = ServerPreset::with_concurrency(concurrency, Duration::from_secs(5))
         .unwrap()
-        .priority_header(PriorityHeader::new(name, backpressure::core::Priority::Critical));
+        .priority_header(internal_priority());
     let handle = preset.concurrency_handle();
     let svc = preset.layer(tower::service_fn(|_: http::Request<String>| async {
         std::future::pending::<()>().await;

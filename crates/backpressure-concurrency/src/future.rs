@@ -203,9 +203,7 @@ where
         let mut this = self.as_mut().project();
         match this.state.as_mut().project() {
             StateProj::Rejected { error } => {
-                let error = error
-                    .take()
-                    .unwrap_or_else(|| "concurrency limit future polled after completion".into());
+                let error = error.take().unwrap_or_else(polled_after_completion);
                 this.state.set(State::Done);
                 Err(error)
             }
