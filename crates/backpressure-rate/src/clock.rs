@@ -15,8 +15,18 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Clock {
     Tokio(Instant),
+    /// The counter's raw reading when the store was created.
     #[cfg(feature = "fast-clock")]
-    Fast(quanta::Instant),
+    Fast(u64),
+}
+
+/// One calibrated counter for the process, read directly: through
+/// `quanta::Instant::now` each reading also checked a thread-local mock
+/// clock, and the difference went through a `Duration` and back.
+#[cfg(feature = "fast-clock")]
+fn counter() -> &'static quanta::Clock {
+    static COUNTER: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(quanta::Clock::new)
 }
 
 impl Clock {
@@ -26,7 +36,7 @@ impl Clock {
 
     #[cfg(feature = "fast-clock")]
     pub(crate) fn fast() -> Self {
-        Clock::Fast(quanta::Instant::now())
+        Clock::Fast(counter().raw())
     }
 
     /// Nanoseconds since the clock was created.
@@ -34,8 +44,12 @@ impl Clock {
     pub(crate) fn nanos(&self) -> u64 {
         let d = match self {
             Clock::Tokio(epoch) => Instant::now().saturating_duration_since(*epoch),
+            // Zero if the counter reads behind the epoch (another core's).
             #[cfg(feature = "fast-clock")]
-            Clock::Fast(epoch) => quanta::Instant::now().saturating_duration_since(*epoch),
+            Clock::Fast(epoch) => {
+                let counter = counter();
+                return counter.delta_as_nanos(*epoch, counter.raw());
+            }
         };
         d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
     }
@@ -50,3 +64,26 @@ impl PartialEq for Clock {
 }
 
 impl Eq for Clock {}
+
+#[cfg(all(test, feature = "fast-clock"))]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant as StdInstant};
+
+    /// The counter's deltas are nanoseconds of real time. A real sleep: the
+    /// counter does not follow tokio's (pausable) clock, by design.
+    #[test]
+    fn the_fast_clock_counts_real_nanoseconds() {
+        let clock = Clock::fast();
+        let before = StdInstant::now();
+        let a = clock.nanos();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = clock.nanos();
+        let real = u64::try_from(before.elapsed().as_nanos()).unwrap();
+        let counted = b - a;
+        assert!(counted >= 18_000_000, "20 ms slept, {counted} ns counted");
+        assert!(counted <= real + real / 10, "{counted} ns counted in {real} ns of real time");
+        // A new store's clock starts from its own creation.
+        assert!(Clock::fast().nanos() < counted);
+    }
+}

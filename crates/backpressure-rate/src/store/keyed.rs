@@ -1,7 +1,7 @@
 use std::{
     collections::HashMap,
     future::Ready,
-    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed},
@@ -11,7 +11,7 @@ use std::{
 
 use backpressure_core::{BoxError, ConfigError};
 
-use super::{Check, Decision, RateStore, duration_nanos};
+use super::{Check, Decision, RateStore, duration_nanos, siphash::SecretKey};
 use crate::{Quota, clock::Clock, gcra::Gcra};
 
 /// How often a full shard may sweep its expired buckets.
@@ -48,7 +48,7 @@ pub struct KeyedStore {
     gcra: Gcra,
     quota: Quota,
     clock: Clock,
-    hasher: RandomState,
+    key: SecretKey,
     shards: Box<[Shard]>,
     shard_mask: u64,
     max_keys: usize,
@@ -116,7 +116,7 @@ impl KeyedStore {
             gcra,
             quota,
             clock: Clock::tokio(),
-            hasher: RandomState::new(),
+            key: SecretKey::random(),
             shards,
             shard_mask: count as u64 - 1,
             max_keys,
@@ -227,7 +227,11 @@ impl<K: Hash + ?Sized> RateStore<K> for KeyedStore {
 
     #[inline]
     fn check(&self, key: &K, cost: u32, max_wait: Duration) -> Check<Self::Future> {
-        Check::Ready(Ok(self.decide_hashed(self.hasher.hash_one(key), cost, max_wait)))
+        // Our SipHash-1-3, not `RandomState`'s: the same function, but a
+        // fixed-size key's hash is always inlined here (see `siphash`).
+        let mut hasher = self.key.hasher();
+        key.hash(&mut hasher);
+        Check::Ready(Ok(self.decide_hashed(hasher.finish(), cost, max_wait)))
     }
 
     fn quota(&self) -> Quota {

@@ -13,6 +13,7 @@ use crate::{
 
 mod direct;
 mod keyed;
+mod siphash;
 
 pub use direct::DirectStore;
 pub use keyed::KeyedStore;
