@@ -11,6 +11,10 @@
 # benches/examples/preset_probe.rs). Each is run twice (100k and 200k timed
 # calls after the same warm-up); the difference over 100k is per request.
 # Needs valgrind (Debian package `valgrind`).
+#
+# Rows with the adaptive limit are not repeatable from build to build: it
+# measures one request in k, k set by the completion rate, which valgrind
+# slows some fiftyfold. Compare code with the fixed-limit rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }

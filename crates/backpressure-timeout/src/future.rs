@@ -90,50 +90,29 @@ where
     S: Service<Req>,
     P: Propagate<Req>,
 {
-    /// Calls `svc`, which is ready, at once: the same steps as the `Ready`
-    /// state of the future, without storing the request. Written out twice
-    /// on purpose: sharing them through helper functions took the fast path
-    /// from 22.0 to 31.4 ns (`cargo bench -p backpressure-benches --bench
-    /// layers -- timeout/backpressure`, measured twice each way). Always
-    /// inlined into `Timeout::call`: as a call, the `PendingDeadline` it is
-    /// given went through memory, written field by field and read back in
-    /// 16-byte loads (a store-forwarding stall; 18.5 -> 16.4 ns).
+    /// Dispatched by `Timeout::call` (which holds the dispatch steps).
     #[inline(always)]
-    pub(crate) fn dispatch(
-        svc: &mut S,
-        mut req: Req,
+    pub(crate) fn called(
+        fut: S::Future,
         pending: PendingDeadline,
-        propagate: &P,
+        deadline: Option<Deadline>,
     ) -> Self {
-        let mut deadline = None;
-        if pending.is_zero() {
-            return ResponseFuture { state: State::Done, sleep: None, pending, deadline };
-        }
-        if pending.has_fixed() {
-            let now = Instant::now();
-            let at = pin_deadline(pending, &mut deadline);
-            if at.is_some_and(|d| d.instant() <= now) {
-                return ResponseFuture { state: State::Done, sleep: None, pending, deadline };
-            }
-        }
-        propagate.outgoing(&mut req, || {
-            pin_deadline(pending, &mut deadline).unwrap_or_else(|| Deadline::at(Instant::now()))
-        });
-        let scope = match deadline {
-            Some(d) => PendingDeadline::default().with_deadline(Some(d)),
-            None => pending,
-        };
-        let (fut, pinned) = scope.scope(|| svc.call(req));
-        if deadline.is_none() {
-            deadline = pinned;
-        }
         ResponseFuture { state: State::Called { fut }, sleep: None, pending, deadline }
+    }
+
+    /// Out of time before dispatch: the first poll answers the deadline.
+    #[inline(always)]
+    pub(crate) fn done(pending: PendingDeadline, deadline: Option<Deadline>) -> Self {
+        ResponseFuture { state: State::Done, sleep: None, pending, deadline }
     }
 }
 
 /// Pins the deadline to the clock if nobody has yet: the first moment
 /// something is pending is, to within the same poll, the request's arrival.
-fn pin_deadline(pending: PendingDeadline, deadline: &mut Option<Deadline>) -> Option<Deadline> {
+pub(crate) fn pin_deadline(
+    pending: PendingDeadline,
+    deadline: &mut Option<Deadline>,
+) -> Option<Deadline> {
     if deadline.is_none() {
         *deadline = pending.resolve_at(Instant::now());
     }
