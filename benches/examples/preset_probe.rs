@@ -143,13 +143,24 @@ fn main() {
         .deadline_extension(false);
     time("preset fixed noext", p.clone().layer(bare));
     let p2 = p
+        .priority_header(internal_priority())
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap());
     time("preset fixed full noext", p2.layer(bare));
     // The criterion bench's `preset/backpressure_full`.
     let full = ServerPreset::new()
+        .priority_header(internal_priority())
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap())
         .deadline_extension(false);
     time("preset full (adaptive) noext", full.layer(bare));
+}
+
+/// A priority header only our own services would set (absent from the
+/// probed requests), so that the "full" rows have every layer.
+fn internal_priority() -> PriorityHeader {
+    PriorityHeader::new(
+        http::HeaderName::from_static("x-internal-priority"),
+        backpressure::core::Priority::Critical,
+    )
 }
