@@ -105,6 +105,14 @@ w(f"| the same with `priority_header` (the shedder joins; the header looked up, 
 w(f"| backpressure preset, 6 layers, `deadline_extension(false)` | {ns(m('preset/backpressure_full'))} ({ratio(m('preset/backpressure_full'), m('preset/tower_shed_limit_timeout'))}× tower's 3) |")
 w(f"| backpressure preset, 6 layers, default (Deadline extension) | {ns(m('preset/backpressure_full_with_deadline_extension'))} |")
 w("")
+runs = [l.split() for l in text("preset-runs.txt").splitlines() if len(l.split()) == 2]
+if runs:
+    ratios = sorted(float(o) / float(t) for t, o in runs)
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    w(f"`ServerPreset::new()` against tower's 3 layers in {len(runs)} runs of those two rows")
+    w(f"(the table's and {len(runs) - 1} more, one after the other): {listed}× — median")
+    w(f"{ratios[len(ratios) // 2]:.2f}×. The ratio moves with the host from run to run; quote the")
+    w("median, not one run.\n")
 w("Each layer of the default preset alone on the same request, beside tower's (same")
 w("group, `preset/layer_*` and `preset/tower_layer_*`; \"over bare\" subtracts the bare")
 w("row). On a `u64` our timeout and fixed limit cost less than tower's (table above); on")

@@ -124,7 +124,7 @@
 //!
 //! **Sampling at high rates.** Measuring a request costs two clock reads
 //! and the algorithm's lock: most of an adaptive limit's cost per request
-//! (204 ns measuring every request against 35 ns for a fixed limit on the
+//! (197 ns measuring every request against 34 ns for a fixed limit on the
 //! machine of BENCHMARKS.md, `cargo bench -p backpressure-benches --bench
 //! layers -- concurrency/`), and the lock is what every core meets. A
 //! window needs hundreds of samples, not tens of thousands, so above about
@@ -132,8 +132,8 @@
 //! measures one request in `k` (a power of two up to
 //! [`max_sample_every`](ConcurrencyLimitBuilder::max_sample_every), 64 by
 //! default), chosen so that about 10,000 a second are measured: the
-//! adaptive limit then costs 42 ns per request, against the fixed one's
-//! 35. Which requests are measured is decided per core by count, before
+//! adaptive limit then costs 45 ns per request, against the fixed one's
+//! 34. Which requests are measured is decided per core by count, before
 //! the request runs, so drop rates, RTTs and in-flight counts are estimated
 //! without bias; the rate is
 //! re-read every 100 ms of samples, and when it falls the next measured

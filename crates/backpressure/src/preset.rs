@@ -52,7 +52,7 @@ pub type PresetConcurrency = ConcurrencyLimitLayer<PriorityHeader, CurrentDeadli
 ///   nothing to choose between, and only shortens the queue (the default
 ///   ramps shed the default priority in the queue's last tenth, kept for
 ///   `critical-plus`); the queue's own bound does that job, one layer
-///   cheaper (212 ns per request against 256 with the shedder and its
+///   cheaper (146 ns per request against 199 with the shedder and its
 ///   header, in one run of `cargo bench -p backpressure-benches --bench
 ///   layers -- preset/`).
 /// - *breaker innermost*: it judges the dependency, so it must only see
