@@ -175,11 +175,20 @@ fn bench_scaling(c: &mut Criterion) {
         .build()
         .expect("valid")
         .layer(bare);
+    // As the server preset builds it: Gradient2 from its initial limit of
+    // 20, too small for per-core reserves of permits (a sixteenth of the
+    // limit per stripe must be at least 2).
+    let adaptive_default = ConcurrencyLimitLayer::builder()
+        .adaptive(Gradient2::new())
+        .build()
+        .expect("valid")
+        .layer(bare);
     let mut g = new_group(c, "concurrency");
     for &t in &counts {
         bench(&mut g, "tower", t, &tower_limit, unit);
         bench(&mut g, "backpressure", t, &limit, unit);
         bench(&mut g, "backpressure_adaptive", t, &adaptive, unit);
+        bench(&mut g, "backpressure_adaptive_default", t, &adaptive_default, unit);
     }
     g.finish();
 
