@@ -91,24 +91,23 @@ where
     /// Reads the request's deadline, then calls the inner service at once
     /// if it is ready (without storing the request), or stores the request
     /// with a clone of the service to await its readiness in the future.
-    ///
-    /// All in this one function, so that the request is copied once on its
-    /// way through. A function that borrows a request and then moves it on
-    /// copies it (rustc turns the move of a borrowed local into a copy):
-    /// 224 bytes for an `http::Request<()>`, a `memcpy` call each. Reading
-    /// the deadline here and dispatching in a helper copied it twice: the
-    /// server preset with a fixed limit made 7 copies and 1126 instructions
-    /// per request, 6 and 1088 since (tower's three layers: 4 and 848;
-    /// `scripts/instructions.sh "preset fixed noext" tower3`).
-    ///
-    /// The dispatch steps are those of the future's `Ready` state, written
-    /// out twice on purpose: shared through helper functions they took the
-    /// fast path from 22.0 to 31.4 ns (`cargo bench -p backpressure-benches
-    /// --bench layers -- timeout/backpressure`, measured twice each way),
-    /// and the `PendingDeadline` handed to a helper went through memory,
-    /// written field by field and read back in 16-byte loads (a
-    /// store-forwarding stall; 18.5 -> 16.4 ns).
     fn call(&mut self, mut req: Req) -> Self::Future {
+        // All in this one function, so that the request is copied once on its
+        // way through. A function that borrows a request and then moves it on
+        // copies it (rustc turns the move of a borrowed local into a copy):
+        // 224 bytes for an `http::Request<()>`, a `memcpy` call each. Reading
+        // the deadline here and dispatching in a helper copied it twice: the
+        // server preset with a fixed limit made 7 copies and 1126 instructions
+        // per request, 6 and 1088 since (tower's three layers: 4 and 848;
+        // `scripts/instructions.sh "preset fixed noext" tower3`).
+        //
+        // The dispatch steps are those of the future's `Ready` state, written
+        // out twice on purpose: shared through helper functions they took the
+        // fast path from 22.0 to 31.4 ns (`cargo bench -p backpressure-benches
+        // --bench layers -- timeout/backpressure`, measured twice each way),
+        // and the `PendingDeadline` handed to a helper went through memory,
+        // written field by field and read back in 16-byte loads (a
+        // store-forwarding stall; 18.5 -> 16.4 ns).
         let timeout = self.per_request.timeout(&req).unwrap_or(self.timeout);
         // No clock reading here: the deadline is "timeout after arrival, and
         // no later than what outer layers or the request carry", pinned to
