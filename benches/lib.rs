@@ -38,3 +38,23 @@ where
     ready_now(std::future::poll_fn(|cx| svc.poll_ready(cx)))?;
     ready_now(svc.call(req))
 }
+
+/// A priority header only our own services would set, absent from the
+/// benched requests (every request has the default priority): what the
+/// "full" preset rows name to have every layer, the shedder included.
+pub fn internal_priority() -> backpressure::http::PriorityHeader {
+    backpressure::http::PriorityHeader::new(
+        http::HeaderName::from_static("x-internal-priority"),
+        backpressure::core::Priority::Critical,
+    )
+}
+
+/// Whether a probe row named `name` runs: `probe <substring>` runs the rows
+/// whose name contains it (for `perf record`), `probe =<name>` only the row
+/// of that name (`bare` is in `u64 bare`); no argument runs them all.
+pub fn probe_row_selected(name: &str) -> bool {
+    std::env::args().nth(1).is_none_or(|only| match only.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(&only),
+    })
+}

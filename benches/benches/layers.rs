@@ -143,7 +143,7 @@ fn bench_preset(c: &mut Criterion) {
     // Every layer: the rate limit, the breaker and (with a priority header)
     // the shedder added to the default three.
     let full = ServerPreset::new()
-        .priority_header(internal_priority())
+        .priority_header(backpressure_benches::internal_priority())
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).expect("valid"))
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"));
     let full = || full.clone();
@@ -170,8 +170,9 @@ fn bench_preset(c: &mut Criterion) {
     });
     // With a priority header named: the shedder joins, and the header is
     // looked up (absent here: the default priority).
-    let prioritised =
-        ServerPreset::new().deadline_extension(false).priority_header(internal_priority());
+    let prioritised = ServerPreset::new()
+        .deadline_extension(false)
+        .priority_header(backpressure_benches::internal_priority());
     group.bench_function("backpressure_priority_header", |b| {
         let mut svc = prioritised.clone().layer(bare);
         b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
@@ -236,15 +237,6 @@ fn bench_preset(c: &mut Criterion) {
         b.iter(|| call_now(&mut svc, black_box(http::Request::new(()))))
     });
     group.finish();
-}
-
-/// A priority header only our own services would set (absent from the
-/// benched requests: every request has the default priority).
-fn internal_priority() -> backpressure::http::PriorityHeader {
-    backpressure::http::PriorityHeader::new(
-        http::HeaderName::from_static("x-internal-priority"),
-        backpressure::core::Priority::Critical,
-    )
 }
 
 criterion_group!(

@@ -246,10 +246,7 @@ fn bench_scaling(c: &mut Criterion) {
     // Every layer (as `preset/backpressure_full` in the layers bench).
     let preset = ServerPreset::new()
         .deadline_extension(false)
-        .priority_header(backpressure::http::PriorityHeader::new(
-            http::HeaderName::from_static("x-internal-priority"),
-            backpressure::core::Priority::Critical,
-        ))
+        .priority_header(backpressure_benches::internal_priority())
         .rate_limit(RateLimitLayer::new(Quota::per_second(per_second)).expect("valid"))
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().expect("valid"))
         .layer(bare_http);

@@ -43,14 +43,8 @@ fn time_with<Req, S: Service<Req>>(name: &str, mut svc: S, req: impl Fn() -> Req
 where
     S::Error: std::fmt::Debug,
 {
-    // `preset_probe <substring>` times only the rows whose name contains it
-    // (for `perf record`), `preset_probe =<name>` only the row of that name
-    // (`bare` is in `u64 bare`); `PROBE_CALLS` sets the timed calls (2M).
-    let selected = |only: String| match only.strip_prefix('=') {
-        Some(exact) => name == exact,
-        None => name.contains(&only),
-    };
-    if std::env::args().nth(1).is_some_and(|only| !selected(only)) {
+    // `PROBE_CALLS` sets the timed calls (2M).
+    if !backpressure_benches::probe_row_selected(name) {
         return;
     }
     // The future of one call, readied first (as `call_now` does).
@@ -143,24 +137,15 @@ fn main() {
         .deadline_extension(false);
     time("preset fixed noext", p.clone().layer(bare));
     let p2 = p
-        .priority_header(internal_priority())
+        .priority_header(backpressure_benches::internal_priority())
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap());
     time("preset fixed full noext", p2.layer(bare));
     // The criterion bench's `preset/backpressure_full`.
     let full = ServerPreset::new()
-        .priority_header(internal_priority())
+        .priority_header(backpressure_benches::internal_priority())
         .rate_limit(RateLimitLayer::new(Quota::per_second(1_000_000_000)).unwrap())
         .breaker(CircuitBreakerLayer::builder().classify(HttpClassify).build().unwrap())
         .deadline_extension(false);
     time("preset full (adaptive) noext", full.layer(bare));
-}
-
-/// A priority header only our own services would set (absent from the
-/// probed requests), so that the "full" rows have every layer.
-fn internal_priority() -> PriorityHeader {
-    PriorityHeader::new(
-        http::HeaderName::from_static("x-internal-priority"),
-        backpressure::core::Priority::Critical,
-    )
 }

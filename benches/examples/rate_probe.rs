@@ -11,10 +11,7 @@ use governor::{Quota as GQuota, RateLimiter};
 const PER_SECOND: u32 = 1_000_000_000;
 
 fn row(name: &str, keys: u64, mut check: impl FnMut(u64) -> bool) {
-    if std::env::args().nth(1).is_some_and(|only| match only.strip_prefix('=') {
-        Some(exact) => name != exact,
-        None => !name.contains(&only),
-    }) {
+    if !backpressure_benches::probe_row_selected(name) {
         return;
     }
     for k in 0..keys.max(100_000) {
